@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Gatehouse's command line: serve the app and look after its database.
+
+    python run.py                      serve (the default command)
+    python run.py serve --workers 2    several Hypercorn workers (use PostgreSQL)
+    python run.py init-db              create the schema and roles (safe to repeat)
+    python run.py create-admin --username NAME --email EMAIL
+    python run.py demo-data --users 1000
+    python run.py schema               print the schema as SQL (what schema.sql holds)
+
+Settings come from the environment: DATABASE_URL, SECRET_KEY, GATEHOUSE_ENV, HOST, PORT,
+REGISTRATION_OPEN. See README.md.
+"""
+import argparse
+import asyncio
+import getpass
+import os
+import secrets
+import sys
+
+from web.config import Config, ConfigError
+from web.db import Database
+
+DEMO_USERS_ON_FIRST_START = 250
+
+
+def progress(done: int, total: int) -> None:
+    print(f"\r  {done:,} / {total:,} users", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+async def create_admin(db: Database, username: str, email: str, password: str) -> int:
+    from web import audit, passwords, user_queries
+    from web.validation import account_problems
+    async with db.read() as conn:
+        problems = await account_problems(conn, username, email, password)
+    if problems:
+        raise ValueError("; ".join(f"{field}: {message}" for field, message in problems.items()))
+    password_hash = await passwords.hash_password(password)
+    async with db.write() as conn:
+        user_id = await user_queries.create_user(conn, username, email, password_hash, "Admin")
+        await audit.record(conn, "create", "user", user_id,
+                           changes={"username": [None, username], "email": [None, email], "role": [None, "Admin"]})
+    return user_id
+
+
+async def demo_data(db: Database, count: int) -> str:
+    """Adds `count` users sharing one fresh random password, which is returned."""
+    from web import demo, passwords
+    password = secrets.token_urlsafe(12)
+    await db.create_schema()
+    await demo.add_demo_users(db, count, await passwords.hash_password(password), progress=progress)
+    return password
+
+
+async def first_start(db: Database) -> None:
+    """On a database without users: schema, demo data, and an admin with a printed password."""
+    from web import user_queries
+    await db.create_schema()
+    async with db.read() as conn:
+        if await user_queries.count_users(conn):
+            return
+    print("First start: creating demo data and an admin account.", file=sys.stderr)
+    demo_password = await demo_data(db, DEMO_USERS_ON_FIRST_START)
+    admin_password = secrets.token_urlsafe(18)
+    await create_admin(db, "admin", "admin@example.com", admin_password)
+    print(f"\n  Admin login:    admin / {admin_password}"
+          f"\n  Demo users' password: {demo_password}"
+          "\n  (shown once; keep them now)\n", file=sys.stderr)
+
+
+def read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Repeat the password: "):
+            raise ValueError("The two passwords differ.")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_serve(config: Config, args) -> int:
+    async def prepare():
+        db = Database(config.database_url)
+        try:
+            await first_start(db)
+        finally:
+            await db.dispose()
+    asyncio.run(prepare())
+    host = args.host or config.host
+    port = args.port or config.port
+    print(f"Serving Gatehouse on http://{host}:{port} ({args.workers} worker(s))", file=sys.stderr)
+    command = [sys.executable, "-m", "hypercorn", "--bind", f"{host}:{port}",
+               "--workers", str(args.workers), "--graceful-timeout", "10", "web.asgi:app"]
+    os.execv(sys.executable, command)
+
+
+def cmd_init_db(config: Config, args) -> int:
+    async def main():
+        db = Database(config.database_url)
+        try:
+            await db.create_schema()
+        finally:
+            await db.dispose()
+    asyncio.run(main())
+    print("Database ready.", file=sys.stderr)
+    return 0
+
+
+def cmd_create_admin(config: Config, args) -> int:
+    async def main(password):
+        db = Database(config.database_url)
+        try:
+            await db.create_schema()
+            return await create_admin(db, args.username, args.email, password)
+        finally:
+            await db.dispose()
+    try:
+        user_id = asyncio.run(main(read_password()))
+    except ValueError as error:
+        print(f"Refused: {error}", file=sys.stderr)
+        return 1
+    print(f"Admin {args.username!r} created (id {user_id}).", file=sys.stderr)
+    return 0
+
+
+def cmd_demo_data(config: Config, args) -> int:
+    if args.users < 1:
+        print("--users must be at least 1", file=sys.stderr)
+        return 2
+
+    async def main():
+        db = Database(config.database_url)
+        try:
+            return await demo_data(db, args.users)
+        finally:
+            await db.dispose()
+    password = asyncio.run(main())
+    print(f"Added {args.users:,} demo users; their password is {password}", file=sys.stderr)
+    return 0
+
+
+def cmd_schema(config: Config, args) -> int:
+    from web.schema import render_schema_sql
+    sys.stdout.write(render_schema_sql())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="run.py", description="Gatehouse: serve the app and manage its database.")
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="serve the app with Hypercorn (the default)")
+    serve.add_argument("--host", help="address to listen on (default: $HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: $PORT or 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="Hypercorn worker processes (default 1)")
+    serve.set_defaults(run=cmd_serve)
+    commands.add_parser("init-db", help="create the schema and roles; safe to repeat").set_defaults(run=cmd_init_db)
+    admin = commands.add_parser("create-admin", help="create an Admin account; reads the password from the terminal or stdin")
+    admin.add_argument("--username", required=True)
+    admin.add_argument("--email", required=True)
+    admin.set_defaults(run=cmd_create_admin)
+    demo = commands.add_parser("demo-data", help="add realistic fake users")
+    demo.add_argument("--users", type=int, default=1000, help="how many (default 1000)")
+    demo.set_defaults(run=cmd_demo_data)
+    commands.add_parser("schema", help="print the schema as SQL").set_defaults(run=cmd_schema)
+    return top
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command is None:
+        args = parser().parse_args(["serve", *(argv or [])])
+    try:
+        config = Config.from_env()
+    except ConfigError as error:
+        print(f"Configuration error: {error}", file=sys.stderr)
+        return 2
+    return args.run(config, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+-- Gatehouse schema. Generated from web/tables.py by `python run.py schema`; do not edit.
+-- A test fails when this file, web/tables.py or a database the app created disagree.
+
+-- ===== SQLite =====
+
+CREATE TABLE audit_events (
+	id INTEGER NOT NULL,
+	occurred_at DATETIME NOT NULL,
+	actor_id INTEGER,
+	actor_name VARCHAR(32) DEFAULT '' NOT NULL,
+	action VARCHAR(32) NOT NULL,
+	target_type VARCHAR(32) NOT NULL,
+	target_id INTEGER,
+	changes JSON,
+	ip VARCHAR(45) DEFAULT '' NOT NULL,
+	CONSTRAINT pk_audit_events PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_audit_events_action ON audit_events (action, occurred_at);
+
+CREATE INDEX ix_audit_events_actor ON audit_events (actor_id, occurred_at);
+
+CREATE INDEX ix_audit_events_occurred_at ON audit_events (occurred_at, id);
+
+CREATE INDEX ix_audit_events_target ON audit_events (target_type, target_id, occurred_at);
+
+CREATE TABLE login_throttle (
+	"key" VARCHAR(300) NOT NULL,
+	failures INTEGER NOT NULL,
+	window_start DATETIME NOT NULL,
+	locked_until DATETIME,
+	CONSTRAINT pk_login_throttle PRIMARY KEY ("key")
+);
+
+CREATE TABLE roles (
+	name VARCHAR(20) NOT NULL,
+	description VARCHAR(200) NOT NULL,
+	CONSTRAINT pk_roles PRIMARY KEY (name)
+);
+
+CREATE TABLE users (
+	id INTEGER NOT NULL,
+	username VARCHAR(32) NOT NULL,
+	email VARCHAR(254) NOT NULL,
+	password_hash VARCHAR(255) NOT NULL,
+	role VARCHAR(20) NOT NULL,
+	active BOOLEAN DEFAULT true NOT NULL,
+	version INTEGER DEFAULT 1 NOT NULL,
+	created_at DATETIME NOT NULL,
+	updated_at DATETIME NOT NULL,
+	last_login_at DATETIME,
+	deleted_at DATETIME,
+	CONSTRAINT pk_users PRIMARY KEY (id),
+	CONSTRAINT ck_users_version_positive CHECK (version >= 1),
+	CONSTRAINT fk_users_role_roles FOREIGN KEY(role) REFERENCES roles (name)
+);
+
+CREATE INDEX ix_users_role ON users (role);
+
+CREATE UNIQUE INDEX uq_users_email_lower ON users (lower(email));
+
+CREATE UNIQUE INDEX uq_users_username_lower ON users (lower(username));
+
+CREATE TABLE sessions (
+	id VARCHAR(64) NOT NULL,
+	user_id INTEGER NOT NULL,
+	remember BOOLEAN NOT NULL,
+	created_at DATETIME NOT NULL,
+	last_seen_at DATETIME NOT NULL,
+	expires_at DATETIME NOT NULL,
+	user_agent VARCHAR(255) DEFAULT '' NOT NULL,
+	ip VARCHAR(45) DEFAULT '' NOT NULL,
+	CONSTRAINT pk_sessions PRIMARY KEY (id),
+	CONSTRAINT fk_sessions_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_sessions_expires_at ON sessions (expires_at);
+
+CREATE INDEX ix_sessions_user_id ON sessions (user_id);
+
+-- ===== PostgreSQL =====
+
+CREATE TABLE audit_events (
+	id BIGSERIAL NOT NULL,
+	occurred_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	actor_id INTEGER,
+	actor_name VARCHAR(32) DEFAULT '' NOT NULL,
+	action VARCHAR(32) NOT NULL,
+	target_type VARCHAR(32) NOT NULL,
+	target_id INTEGER,
+	changes JSON,
+	ip VARCHAR(45) DEFAULT '' NOT NULL,
+	CONSTRAINT pk_audit_events PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_audit_events_action ON audit_events (action, occurred_at);
+
+CREATE INDEX ix_audit_events_actor ON audit_events (actor_id, occurred_at);
+
+CREATE INDEX ix_audit_events_occurred_at ON audit_events (occurred_at, id);
+
+CREATE INDEX ix_audit_events_target ON audit_events (target_type, target_id, occurred_at);
+
+CREATE TABLE login_throttle (
+	key VARCHAR(300) NOT NULL,
+	failures INTEGER NOT NULL,
+	window_start TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	locked_until TIMESTAMP WITHOUT TIME ZONE,
+	CONSTRAINT pk_login_throttle PRIMARY KEY (key)
+);
+
+CREATE TABLE roles (
+	name VARCHAR(20) NOT NULL,
+	description VARCHAR(200) NOT NULL,
+	CONSTRAINT pk_roles PRIMARY KEY (name)
+);
+
+CREATE TABLE users (
+	id SERIAL NOT NULL,
+	username VARCHAR(32) NOT NULL,
+	email VARCHAR(254) NOT NULL,
+	password_hash VARCHAR(255) NOT NULL,
+	role VARCHAR(20) NOT NULL,
+	active BOOLEAN DEFAULT true NOT NULL,
+	version INTEGER DEFAULT 1 NOT NULL,
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	updated_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	last_login_at TIMESTAMP WITHOUT TIME ZONE,
+	deleted_at TIMESTAMP WITHOUT TIME ZONE,
+	CONSTRAINT pk_users PRIMARY KEY (id),
+	CONSTRAINT ck_users_version_positive CHECK (version >= 1),
+	CONSTRAINT fk_users_role_roles FOREIGN KEY(role) REFERENCES roles (name)
+);
+
+CREATE INDEX ix_users_role ON users (role);
+
+CREATE UNIQUE INDEX uq_users_email_lower ON users (lower(email));
+
+CREATE UNIQUE INDEX uq_users_username_lower ON users (lower(username));
+
+CREATE TABLE sessions (
+	id VARCHAR(64) NOT NULL,
+	user_id INTEGER NOT NULL,
+	remember BOOLEAN NOT NULL,
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	last_seen_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	expires_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	user_agent VARCHAR(255) DEFAULT '' NOT NULL,
+	ip VARCHAR(45) DEFAULT '' NOT NULL,
+	CONSTRAINT pk_sessions PRIMARY KEY (id),
+	CONSTRAINT fk_sessions_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_sessions_expires_at ON sessions (expires_at);
+
+CREATE INDEX ix_sessions_user_id ON sessions (user_id);

@@ -1,0 +1,226 @@
+"""The test harness: the real app on a real SQLite file and a real PostgreSQL database,
+a live server under Hypercorn, and Debian's Chromium driven by Playwright.
+
+PostgreSQL and Chromium tests skip with a reason when either is missing, unless
+REQUIRE_POSTGRES=1 / REQUIRE_BROWSER=1 (as in CI), when their absence fails the run.
+"""
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete
+
+from web import create_app, passwords, user_queries
+from web.config import Config
+from web.db import Database, ensure_roles
+from web.tables import metadata
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+PASSWORD = "correct horse battery staple"
+SECRET = "test-secret-key-" + "x" * 32
+
+
+def required(name: str) -> bool:
+    return os.environ.get(name) == "1"
+
+
+def skip_or_fail(reason: str, requirement: str):
+    if required(requirement):
+        pytest.fail(f"{reason} ({requirement}=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+async def _pg_admin(statement: str) -> None:
+    import asyncpg
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request, tmp_path_factory):
+    """One database per kind and test run; tests reset its tables."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'gatehouse.sqlite3'}"
+        return
+    if not postgres_reachable():
+        skip_or_fail("PostgreSQL is not reachable on 127.0.0.1:5432", "REQUIRE_POSTGRES")
+    name = f"gatehouse_test_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql+asyncpg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def make_config(database_url: str, **overrides) -> Config:
+    return Config(database_url=database_url, secret_key=SECRET, **overrides)
+
+
+@pytest.fixture
+async def db(database_url):
+    """The database, schema created, every table emptied, roles in place."""
+    database = Database(database_url)
+    await database.create_schema()
+    async with database.write() as conn:
+        for table in reversed(metadata.sorted_tables):
+            await conn.execute(delete(table))
+        await ensure_roles(conn)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def config(database_url):
+    return make_config(database_url)
+
+
+@pytest.fixture
+async def app(db, config):
+    app = create_app(config)
+    yield app
+    await app.db.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def password_hash():
+    return passwords.hasher.hash(PASSWORD)
+
+
+@pytest.fixture
+def make_user(db, password_hash):
+    """Creates an account; every test account's password is PASSWORD."""
+    counter = iter(range(1, 10_000))
+
+    async def make(role="Customer", username=None, email=None, active=True):
+        n = next(counter)
+        username = username or f"{role.lower()}{n}"
+        email = email or f"{username}@example.com"
+        async with db.write() as conn:
+            user_id = await user_queries.create_user(conn, username, email, password_hash, role, active)
+        return {"id": user_id, "username": username, "email": email, "role": role}
+    return make
+
+
+# ---- the live server and the browser ---------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the server did not come up in time")
+
+
+@pytest.fixture(scope="session")
+def live_server_url(database_url, tmp_path_factory):
+    """The real app under Hypercorn, on a free port, on the test database."""
+    asyncio.run(_create_schema(database_url))
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET,
+           "GATEHOUSE_ENV": "development"}
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "web.asgi:app"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
+
+
+async def _create_schema(url: str) -> None:
+    database = Database(url)
+    await database.create_schema()
+    await database.dispose()
+
+
+@pytest.fixture
+def live_server(live_server_url, db):
+    """The live server's URL, its database freshly emptied for this test."""
+    return live_server_url
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        skip_or_fail(f"Chromium is not installed at {CHROMIUM}", "REQUIRE_BROWSER")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+class PageWatch:
+    """Console errors and CSP violations seen by a page, and full page loads after the first."""
+
+    def __init__(self, page):
+        self.page = page
+        self.console_errors = []
+        page.on("console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text))
+        page.on("pageerror", lambda err: self.console_errors.append(str(err)))
+
+    def mark(self):
+        """Sets a marker on window: it survives htmx swaps and dies with a full page load."""
+        self.page.evaluate("window.__noReload = true")
+
+    def still_marked(self) -> bool:
+        return self.page.evaluate("window.__noReload === true")
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.watch = PageWatch(page)
+    yield page
+    context.close()
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"|"X-CSRF-Token": "([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1) or match.group(2)

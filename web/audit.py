@@ -1,0 +1,24 @@
+"""Writing the audit trail: one row per event, in the caller's transaction."""
+from sqlalchemy import insert
+
+from .db import utcnow
+from .tables import audit_events
+
+
+def diff(before: dict, after: dict) -> dict:
+    """{field: [old, new]} for the fields whose value changed."""
+    return {k: [before.get(k), after[k]] for k in after if before.get(k) != after[k]}
+
+
+async def record(conn, action: str, target_type: str, target_id: int | None = None, *,
+                 actor=None, changes: dict | None = None, ip: str = "") -> None:
+    await conn.execute(insert(audit_events).values(
+        occurred_at=utcnow(),
+        actor_id=getattr(actor, "id", None),
+        actor_name=getattr(actor, "username", "") or "",
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        changes=changes,
+        ip=ip or "",
+    ))

@@ -1,0 +1,82 @@
+"""Configuration from the environment, with defaults that are safe for development."""
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE = ROOT / "instance"
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a runnable app."""
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _development_secret(instance: Path) -> str:
+    """A random key generated once and kept in instance/, so sessions survive restarts."""
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str
+    secret_key: str
+    env: str = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    registration_open: bool = True
+    bench: bool = False
+    # Login throttling: after `free` failures within `window` seconds, back off.
+    throttle_free_failures: int = 5
+    throttle_window: int = 15 * 60
+    session_idle: int = 2 * 60 * 60
+    session_absolute: int = 12 * 60 * 60
+    remember_idle: int = 14 * 24 * 60 * 60
+    remember_absolute: int = 30 * 24 * 60 * 60
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ=None, instance: Path = INSTANCE) -> "Config":
+        environ = os.environ if environ is None else environ
+        env = environ.get("GATEHOUSE_ENV", "development").strip().lower()
+        if env not in {"development", "production"}:
+            raise ConfigError(f"GATEHOUSE_ENV must be 'development' or 'production', not {env!r}")
+        secret = environ.get("SECRET_KEY", "").strip()
+        if not secret:
+            if env == "production":
+                raise ConfigError("SECRET_KEY must be set in production (GATEHOUSE_ENV=production)")
+            secret = _development_secret(instance)
+        elif len(secret) < 32:
+            raise ConfigError("SECRET_KEY must be at least 32 characters long")
+        url = environ.get("DATABASE_URL", "").strip()
+        if not url:
+            instance.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite+aiosqlite:///{instance / 'gatehouse.sqlite3'}"
+        try:
+            port = int(environ.get("PORT", "8000"))
+        except ValueError:
+            raise ConfigError(f"PORT must be a number, not {environ.get('PORT')!r}") from None
+        return cls(
+            database_url=url,
+            secret_key=secret,
+            env=env,
+            host=environ.get("HOST", "127.0.0.1"),
+            port=port,
+            registration_open=_flag(environ.get("REGISTRATION_OPEN"), True),
+            bench=_flag(environ.get("GATEHOUSE_BENCH"), False),
+        )

@@ -1,0 +1,84 @@
+"""The database: engine, connection settings, and schema set-up."""
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy import event, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .tables import ROLES, metadata, roles
+
+ROLE_DESCRIPTIONS = {
+    "Admin": "Everything, including roles and other Admins",
+    "Manager": "Reads users and the audit log; edits Customers",
+    "Customer": "Own profile and dashboard",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    # Let SQLAlchemy's begin event below emit BEGIN itself (pysqlite's own is deferred-only).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # Readers never block the writer and vice versa; one file plus its -wal.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit acknowledged to a client survives power loss, not only a crash;
+    # the audit trail is worth the extra fsync per transaction.
+    cursor.execute("PRAGMA synchronous=FULL")
+    # SQLite does not enforce REFERENCES unless asked, per connection.
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # Wait up to 5 s for another writer instead of failing with 'database is locked'.
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _sqlite_begin(conn):
+    # A write transaction takes the lock up front: a deferred one that reads and then
+    # writes can fail with SQLITE_BUSY at once, whatever the busy timeout.
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+
+class Database:
+    def __init__(self, url: str, **engine_args):
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(url, **engine_args)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+
+    @asynccontextmanager
+    async def read(self):
+        """A connection for queries; its transaction is rolled back at the end."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def write(self):
+        """A transaction that holds the write lock (SQLite) and commits on success."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(write=True)
+            async with conn.begin():
+                yield conn
+
+    async def create_schema(self) -> None:
+        """Create missing tables and the roles; safe to run again."""
+        async with self.write() as conn:
+            await conn.run_sync(metadata.create_all)
+            await ensure_roles(conn)
+
+    async def ping(self) -> None:
+        async with self.read() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def ensure_roles(conn: AsyncConnection) -> None:
+    present = set((await conn.execute(select(roles.c.name))).scalars())
+    missing = [{"name": r, "description": ROLE_DESCRIPTIONS[r]} for r in ROLES if r not in present]
+    if missing:
+        await conn.execute(insert(roles), missing)

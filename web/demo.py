@@ -1,0 +1,56 @@
+"""Realistic fake users for development and benchmarks."""
+import random
+from datetime import timedelta
+
+from sqlalchemy import func, insert, select
+
+from .db import utcnow
+from .tables import users
+
+FIRST = ("ada alan anna ben carla chen dana diego elena emil farah felix grace hana ivan "
+         "jamal jana kai karin leo lena liam maria mateo mia nadia noah olga omar paula "
+         "pedro quinn rosa sam sara sofia tariq tom uma victor wei yara yusuf zoe").split()
+LAST = ("adams baker costa diaz evans fischer garcia haddad ito jensen kim kowalski lopez "
+        "martin meyer nakamura novak okafor patel quint rossi santos schmidt silva tanaka "
+        "usman varga wagner weber xu young zhang").split()
+DOMAINS = ("example.com", "example.org", "example.net", "mail.test", "corp.test")
+
+
+def role_for(rng: random.Random) -> str:
+    roll = rng.random()
+    return "Admin" if roll < 0.01 else "Manager" if roll < 0.10 else "Customer"
+
+
+def fake_users(count: int, start: int, password_hash: str, seed: int = 42):
+    rng = random.Random(seed + start)
+    now = utcnow()
+    for n in range(start, start + count):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        created = now - timedelta(seconds=rng.randint(3600, 730 * 86400))
+        seen = rng.random() < 0.8
+        yield {
+            "username": f"{first}.{last}{n}",
+            "email": f"{first}.{last}{n}@{rng.choice(DOMAINS)}",
+            "password_hash": password_hash,
+            "role": role_for(rng),
+            "active": rng.random() > 0.05,
+            "version": 1,
+            "created_at": created,
+            "updated_at": created,
+            "last_login_at": created + (now - created) * rng.random() if seen else None,
+        }
+
+
+async def add_demo_users(db, count: int, password_hash: str, batch: int = 5000, progress=None) -> int:
+    async with db.read() as conn:
+        start = ((await conn.execute(select(func.max(users.c.id)))).scalar() or 0) + 1
+    rows = fake_users(count, start, password_hash)
+    done = 0
+    while done < count:
+        chunk = [row for _, row in zip(range(min(batch, count - done)), rows)]
+        async with db.write() as conn:
+            await conn.execute(insert(users), chunk)
+        done += len(chunk)
+        if progress:
+            progress(done, count)
+    return done

@@ -1,0 +1,88 @@
+"""Server-side sessions: the cookie carries a random token, the table its sha256.
+
+Ending a session deletes its row, so a copied cookie dies with it.
+"""
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, insert, select, update
+
+from .db import utcnow
+from .tables import sessions, users
+
+TOUCH_EVERY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    id: int
+    username: str
+    email: str
+    role: str
+    session_id: str
+
+
+def session_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def start(conn, user_id: int, remember: bool, user_agent: str, ip: str, config) -> str:
+    """A new session for a login; returns the token for the cookie (256 random bits)."""
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    lifetime = config.remember_absolute if remember else config.session_absolute
+    await conn.execute(insert(sessions).values(
+        id=session_id(token), user_id=user_id, remember=remember, created_at=now,
+        last_seen_at=now, expires_at=now + timedelta(seconds=lifetime),
+        user_agent=user_agent[:255], ip=ip[:45],
+    ))
+    return token
+
+
+async def load(db, token: str, config) -> CurrentUser | None:
+    """The active user behind a session token, or None; keeps the session alive."""
+    sid = session_id(token)
+    now = utcnow()
+    query = (
+        select(users.c.id, users.c.username, users.c.email, users.c.role,
+               sessions.c.remember, sessions.c.last_seen_at)
+        .join(users, users.c.id == sessions.c.user_id)
+        .where(sessions.c.id == sid, sessions.c.expires_at > now,
+               users.c.active.is_(True), users.c.deleted_at.is_(None))
+    )
+    async with db.read() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    idle = config.remember_idle if row.remember else config.session_idle
+    if row.last_seen_at <= now - timedelta(seconds=idle):
+        return None
+    if row.last_seen_at <= now - TOUCH_EVERY:
+        async with db.write() as conn:
+            await conn.execute(update(sessions).where(sessions.c.id == sid).values(last_seen_at=now))
+    return CurrentUser(row.id, row.username, row.email, row.role, sid)
+
+
+async def end(conn, sid: str, user_id: int) -> int:
+    result = await conn.execute(delete(sessions).where(sessions.c.id == sid, sessions.c.user_id == user_id))
+    return result.rowcount
+
+
+async def end_others(conn, user_id: int, keep_sid: str | None) -> int:
+    query = delete(sessions).where(sessions.c.user_id == user_id)
+    if keep_sid is not None:
+        query = query.where(sessions.c.id != keep_sid)
+    return (await conn.execute(query)).rowcount
+
+
+async def list_for(conn, user_id: int):
+    now = utcnow()
+    query = (select(sessions).where(sessions.c.user_id == user_id, sessions.c.expires_at > now)
+             .order_by(sessions.c.last_seen_at.desc()))
+    return (await conn.execute(query)).all()
+
+
+async def purge_expired(conn, now: datetime | None = None) -> int:
+    return (await conn.execute(delete(sessions).where(sessions.c.expires_at <= (now or utcnow())))).rowcount

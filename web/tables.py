@@ -1,0 +1,96 @@
+"""The schema, as SQLAlchemy Core metadata: the one source of truth.
+
+schema.sql is rendered from this module (`python run.py schema > schema.sql`) and a test
+fails when either the file or a created database disagrees with it.
+Timestamps are stored in UTC without a zone, the same way on SQLite and PostgreSQL.
+"""
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index,
+    Integer, MetaData, String, Table, func, text,
+)
+
+ROLES = ("Admin", "Manager", "Customer")
+
+USERNAME_MAX = 32
+EMAIL_MAX = 254
+PASSWORD_HASH_MAX = 255
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid; BIGINT would not autoincrement.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+roles = Table(
+    "roles", metadata,
+    Column("name", String(20), primary_key=True),
+    Column("description", String(200), nullable=False),
+)
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(USERNAME_MAX), nullable=False),
+    Column("email", String(EMAIL_MAX), nullable=False),
+    Column("password_hash", String(PASSWORD_HASH_MAX), nullable=False),
+    Column("role", String(20), ForeignKey("roles.name"), nullable=False),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("last_login_at", DateTime),
+    Column("deleted_at", DateTime),
+    CheckConstraint("version >= 1", name="version_positive"),
+)
+# Case-insensitive uniqueness and lookups: the app always compares lower(column).
+Index("uq_users_username_lower", func.lower(users.c.username), unique=True)
+Index("uq_users_email_lower", func.lower(users.c.email), unique=True)
+Index("ix_users_role", users.c.role)
+
+sessions = Table(
+    "sessions", metadata,
+    # sha256 of the random token the cookie carries: a copy of this table opens no session.
+    Column("id", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("remember", Boolean, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_seen_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("user_agent", String(255), nullable=False, server_default=""),
+    Column("ip", String(45), nullable=False, server_default=""),
+)
+Index("ix_sessions_user_id", sessions.c.user_id)
+Index("ix_sessions_expires_at", sessions.c.expires_at)
+
+audit_events = Table(
+    "audit_events", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("occurred_at", DateTime, nullable=False),
+    # No foreign key: the trail outlives the accounts it mentions; actor_name keeps who it was.
+    Column("actor_id", Integer),
+    Column("actor_name", String(USERNAME_MAX), nullable=False, server_default=""),
+    Column("action", String(32), nullable=False),
+    Column("target_type", String(32), nullable=False),
+    Column("target_id", Integer),
+    Column("changes", JSON),
+    Column("ip", String(45), nullable=False, server_default=""),
+)
+Index("ix_audit_events_occurred_at", audit_events.c.occurred_at, audit_events.c.id)
+Index("ix_audit_events_actor", audit_events.c.actor_id, audit_events.c.occurred_at)
+Index("ix_audit_events_target", audit_events.c.target_type, audit_events.c.target_id,
+      audit_events.c.occurred_at)
+Index("ix_audit_events_action", audit_events.c.action, audit_events.c.occurred_at)
+
+login_throttle = Table(
+    "login_throttle", metadata,
+    # "ip:<address>" or "account:<lowercased identifier>"
+    Column("key", String(300), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_start", DateTime, nullable=False),
+    Column("locked_until", DateTime),
+)

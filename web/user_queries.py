@@ -1,0 +1,54 @@
+"""Queries about user accounts, shared by registration, login, the CLI and the admin table."""
+from sqlalchemy import func, insert, select, update
+
+from .db import utcnow
+from .tables import users
+
+
+async def count_users(conn) -> int:
+    return (await conn.execute(select(func.count()).select_from(users))).scalar_one()
+
+
+async def create_user(conn, username: str, email: str, password_hash: str, role: str,
+                      active: bool = True) -> int:
+    now = utcnow()
+    result = await conn.execute(insert(users).values(
+        username=username, email=email, password_hash=password_hash, role=role,
+        active=active, version=1, created_at=now, updated_at=now,
+    ).returning(users.c.id))
+    return result.scalar_one()
+
+
+async def username_taken(conn, username: str, except_id: int | None = None) -> bool:
+    query = select(users.c.id).where(func.lower(users.c.username) == username.lower())
+    if except_id is not None:
+        query = query.where(users.c.id != except_id)
+    return (await conn.execute(query)).first() is not None
+
+
+async def email_taken(conn, email: str, except_id: int | None = None) -> bool:
+    query = select(users.c.id).where(func.lower(users.c.email) == email.lower())
+    if except_id is not None:
+        query = query.where(users.c.id != except_id)
+    return (await conn.execute(query)).first() is not None
+
+
+async def find_by_login(conn, identifier: str):
+    """The account a login identifier names: a username or an email, any case."""
+    key = identifier.strip().lower()
+    column = users.c.email if "@" in key else users.c.username
+    query = select(users).where(func.lower(column) == key)
+    return (await conn.execute(query)).first()
+
+
+async def get_user(conn, user_id: int):
+    return (await conn.execute(select(users).where(users.c.id == user_id))).first()
+
+
+async def set_password_hash(conn, user_id: int, password_hash: str) -> None:
+    await conn.execute(update(users).where(users.c.id == user_id).values(
+        password_hash=password_hash, updated_at=utcnow(), version=users.c.version + 1))
+
+
+async def record_login(conn, user_id: int) -> None:
+    await conn.execute(update(users).where(users.c.id == user_id).values(last_login_at=utcnow()))

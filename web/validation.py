@@ -1,0 +1,54 @@
+"""Checks on account fields, shared by registration, the profile, the admin table and the CLI.
+
+Each returns a message for the person at the form, or None when the value is fine.
+"""
+import re
+
+from email_validator import EmailNotValidError, validate_email
+
+from . import passwords, user_queries
+from .tables import EMAIL_MAX, USERNAME_MAX
+
+USERNAME_MIN = 3
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def username_problem(username: str) -> str | None:
+    if not username:
+        return "Choose a username."
+    if len(username) < USERNAME_MIN or len(username) > USERNAME_MAX:
+        return f"Use {USERNAME_MIN} to {USERNAME_MAX} characters."
+    if not USERNAME_RE.fullmatch(username):
+        return "Use letters, digits, dots, dashes and underscores, starting with a letter or digit."
+    return None
+
+
+def normalise_email(email: str) -> tuple[str | None, str | None]:
+    """(normalised address, None) or (None, why it is refused)."""
+    if not email:
+        return None, "Enter an email address."
+    if len(email) > EMAIL_MAX:
+        return None, f"Use at most {EMAIL_MAX} characters."
+    try:
+        valid = validate_email(email, check_deliverability=False)
+    except EmailNotValidError as error:
+        return None, str(error)
+    return valid.normalized, None
+
+
+async def account_problems(conn, username: str, email: str, password: str | None,
+                           except_id: int | None = None) -> dict[str, str]:
+    """Every field's problem for a new or changed account; empty when all is well."""
+    problems = {}
+    if message := username_problem(username):
+        problems["username"] = message
+    elif await user_queries.username_taken(conn, username, except_id):
+        problems["username"] = "This username is taken. Choose another."
+    normalised, message = normalise_email(email)
+    if message:
+        problems["email"] = message
+    elif await user_queries.email_taken(conn, normalised, except_id):
+        problems["email"] = "An account with this email address already exists."
+    if password is not None and (message := passwords.problem(password, username, email)):
+        problems["password"] = message
+    return problems
