@@ -33,11 +33,11 @@ def create_app(config: Config | None = None) -> Quart:
     app.db = Database(config.database_url)
     QuartAuth(app)
 
-    from . import access, errors, health, pages, security
+    from . import access, auth, errors, health, pages, profile, security
     security.init_app(app)
     access.init_app(app)
     errors.init_app(app)
-    for module in (pages, health):
+    for module in (pages, health, auth, profile):
         app.register_blueprint(module.bp)
 
     @app.after_serving

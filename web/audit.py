@@ -1,8 +1,16 @@
 """Writing the audit trail: one row per event, in the caller's transaction."""
+from typing import NamedTuple
+
 from sqlalchemy import insert
 
 from .db import utcnow
 from .tables import audit_events
+
+
+class Actor(NamedTuple):
+    """Who did it, when that is not the signed-in user (a new registration, the CLI)."""
+    id: int | None
+    username: str
 
 
 def diff(before: dict, after: dict) -> dict:

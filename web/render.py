@@ -6,7 +6,7 @@ Blocks are named after the element id they fill, with '-' written as '_'
 import json
 
 from jinja2_fragments.quart import render_block
-from quart import current_app, flash, get_flashed_messages, render_template, request
+from quart import current_app, flash, get_flashed_messages, redirect, render_template, request
 
 
 def is_htmx() -> bool:
@@ -24,14 +24,20 @@ def requested_block(template: str) -> str | None:
     return None
 
 
-async def render(template: str, status: int = 200, block: str | None = None, **context):
-    """The page, or the block named by `block` or by htmx's HX-Target."""
+async def render(template: str, status: int = 200, block: str | None = None,
+                 oob: tuple[str, ...] = (), **context):
+    """The page, or the block named by `block` or by htmx's HX-Target.
+
+    A fragment also carries the blocks named in `oob`, rendered with `oob_swap` set so that
+    their element says hx-swap-oob: what else the change made stale on the page.
+    """
     block = block or requested_block(template)
-    if block:
-        body = await render_block(template, block, **context)
-    else:
-        body = await render_template(template, **context)
-    return body, status
+    if not block:
+        return await render_template(template, **context), status
+    parts = [await render_block(template, block, **context)]
+    for extra in oob:
+        parts.append(await render_block(template, extra, oob_swap=True, **context))
+    return "".join(parts), status
 
 
 async def toast(message: str, level: str = "success") -> None:
@@ -50,3 +56,10 @@ def toasts_to_header(response):
         events["toast"] = {"items": items}
         response.headers["HX-Trigger"] = json.dumps(events)
     return response
+
+
+def go(url: str):
+    """Navigate after a successful form: htmx loads the page without a reload, else a 303."""
+    if is_htmx():
+        return "", 200, {"HX-Location": url}
+    return redirect(url, 303)

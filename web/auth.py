@@ -1,0 +1,173 @@
+"""Register, log in and log out."""
+from urllib.parse import urlsplit
+
+from quart import Blueprint, abort, current_app, g, request, session
+from quart_auth import AuthUser, login_user, logout_user
+
+from . import audit, passwords, sessions, throttle, user_queries
+from .access import public, signed_in
+from .render import go, render, toast
+from .validation import account_problems, normalise_email
+
+bp = Blueprint("auth", __name__)
+
+LOGIN_FAILED = "Wrong username, email or password."
+REGISTRATIONS_PER_HOUR = 10
+
+
+def settings():
+    return current_app.config["GATEHOUSE"]
+
+
+def client_ip() -> str:
+    return request.remote_addr or ""
+
+
+def safe_next(target: str | None) -> str | None:
+    """`next` only when it is a path on this site: no scheme, no host, no backslash tricks."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(ord(c) < 32 for c in target):
+        return None
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else None
+
+
+async def start_session(user_id: int, remember: bool, conn) -> None:
+    token = await sessions.start(conn, user_id, remember, request.headers.get("User-Agent", ""),
+                                 client_ip(), settings())
+    login_user(AuthUser(token), remember=remember)
+    session.pop("csrf", None)  # a fresh CSRF token for the new session
+
+
+async def form_fields(*names: str) -> dict[str, str]:
+    """Only the named fields of the posted form, as stripped strings (passwords kept as typed)."""
+    form = await request.form
+    return {name: form.get(name, "") if "password" in name else form.get(name, "").strip()
+            for name in names}
+
+
+# ---- registration ----------------------------------------------------------------------
+
+def registration_open():
+    if not settings().registration_open:
+        abort(404)
+
+
+async def registration_problems(values: dict[str, str]) -> dict[str, str]:
+    async with current_app.db.read() as conn:
+        problems = await account_problems(conn, values["username"], values["email"], values["password"])
+    if values["password_confirm"] != values["password"]:
+        problems["password_confirm"] = "The two passwords differ."
+    return problems
+
+
+REGISTER_FIELDS = ("username", "email", "password", "password_confirm")
+
+
+@bp.get("/register")
+@public
+async def register_form():
+    registration_open()
+    if g.user:
+        return go("/dashboard")
+    return await render("auth/register.html", values={}, errors={})
+
+
+@bp.post("/register/check")
+@public
+async def register_check():
+    """Inline validation: htmx asks for one field's error block as the person types."""
+    registration_open()
+    values = await form_fields(*REGISTER_FIELDS)
+    return await render("auth/register.html", values=values, errors=await registration_problems(values))
+
+
+@bp.post("/register")
+@public
+async def register():
+    registration_open()
+    values = await form_fields(*REGISTER_FIELDS)
+    problems = await registration_problems(values)
+    if problems:
+        return await render("auth/register.html", 422, values=values, errors=problems)
+    async with current_app.db.read() as conn:
+        wait = await throttle.seconds_to_wait(conn, [f"register:{client_ip()}"])
+    if wait:
+        return await render("auth/register.html", 429, values=values, errors={
+            "form": f"Too many new accounts from your network. Try again in {wait} seconds."})
+    password_hash = await passwords.hash_password(values["password"])
+    email, _ = normalise_email(values["email"])
+    async with current_app.db.write() as conn:
+        user_id = await user_queries.create_user(conn, values["username"], email, password_hash, "Customer")
+        await audit.record(conn, "register", "user", user_id, ip=client_ip(),
+                           actor=audit.Actor(user_id, values["username"]),
+                           changes={"username": [None, values["username"]], "email": [None, email],
+                                    "role": [None, "Customer"]})
+        await throttle.count_attempt(conn, f"register:{client_ip()}", REGISTRATIONS_PER_HOUR, 3600)
+        await start_session(user_id, False, conn)
+    await toast("Account created. Welcome to Gatehouse!")
+    return go("/dashboard")
+
+
+# ---- login and logout ------------------------------------------------------------------
+
+async def login_page(status=200, **context):
+    context.setdefault("values", {})
+    context.setdefault("error", None)
+    context["next"] = safe_next(context.get("next"))
+    return await render("auth/login.html", status, **context)
+
+
+@bp.get("/login")
+@public
+async def login_form():
+    next_path = safe_next(request.args.get("next"))
+    if g.user:
+        return go(next_path or "/dashboard")
+    return await login_page(next=next_path)
+
+
+@bp.post("/login")
+@public
+async def login():
+    values = await form_fields("identifier", "password", "remember", "next")
+    identifier, remember = values["identifier"][:300], values["remember"] == "on"
+    next_path = safe_next(values["next"]) or "/dashboard"
+    config, db = settings(), current_app.db
+    keys = [f"ip:{client_ip()}", f"account:{identifier.lower()}"]
+    async with db.read() as conn:
+        wait = await throttle.seconds_to_wait(conn, keys)
+        user = await user_queries.find_by_login(conn, identifier) if identifier else None
+    if wait:
+        return await login_page(429, values=values, next=next_path, error=(
+            f"Too many failed attempts. Try again in {wait} seconds."))
+    valid, new_hash = await passwords.verify(values["password"], user.password_hash if user else None)
+    if not (valid and user.active and user.deleted_at is None):
+        async with db.write() as conn:
+            for key in keys:
+                await throttle.count_attempt(conn, key, config.throttle_free_failures, config.throttle_window)
+            await audit.record(conn, "login_failed", "user", user.id if user else None,
+                               ip=client_ip(), changes={"identifier": [None, identifier]})
+        return await login_page(401, values=values, next=next_path, error=LOGIN_FAILED)
+    async with db.write() as conn:
+        if new_hash:
+            await user_queries.set_password_hash(conn, user.id, new_hash)
+        await user_queries.record_login(conn, user.id)
+        await throttle.clear(conn, keys[1])
+        await start_session(user.id, remember, conn)
+        await audit.record(conn, "login", "user", user.id, actor=user, ip=client_ip())
+    await toast(f"Welcome back, {user.username}.")
+    return go(next_path)
+
+
+@bp.post("/logout")
+@signed_in
+async def logout():
+    async with current_app.db.write() as conn:
+        await sessions.end(conn, g.user.session_id, g.user.id)
+        await audit.record(conn, "logout", "user", g.user.id, actor=g.user, ip=client_ip())
+    logout_user()
+    session.clear()
+    await toast("You have logged out.")
+    return go("/")

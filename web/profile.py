@@ -1,0 +1,125 @@
+"""A signed-in person's own pages: the dashboard and the profile with its sessions."""
+from quart import Blueprint, current_app, g
+from sqlalchemy import select, update
+
+from . import audit, passwords, sessions, user_queries
+from .auth import client_ip, form_fields
+from .access import signed_in
+from .db import utcnow
+from .render import render, toast
+from .tables import audit_events, users
+from .validation import normalise_email
+
+bp = Blueprint("profile", __name__)
+
+RECENT_EVENTS = 10
+
+
+async def recent_activity(conn, user_id: int):
+    query = (select(audit_events).where(audit_events.c.actor_id == user_id)
+             .order_by(audit_events.c.occurred_at.desc(), audit_events.c.id.desc()).limit(RECENT_EVENTS))
+    return (await conn.execute(query)).all()
+
+
+@bp.get("/dashboard")
+@signed_in
+async def dashboard():
+    async with current_app.db.read() as conn:
+        account = await user_queries.get_user(conn, g.user.id)
+        events = await recent_activity(conn, g.user.id)
+    return await render("profile/dashboard.html", account=account, events=events)
+
+
+async def profile_page(status=200, **context):
+    async with current_app.db.read() as conn:
+        context["account"] = await user_queries.get_user(conn, g.user.id)
+        context["sessions"] = await sessions.list_for(conn, g.user.id)
+    context.setdefault("email_values", {})
+    context.setdefault("email_errors", {})
+    context.setdefault("password_errors", {})
+    return await render("profile/profile.html", status, **context)
+
+
+@bp.get("/profile")
+@signed_in
+async def profile():
+    return await profile_page()
+
+
+async def check_current_password(password: str) -> bool:
+    async with current_app.db.read() as conn:
+        account = await user_queries.get_user(conn, g.user.id)
+    valid, _ = await passwords.verify(password, account.password_hash)
+    return valid
+
+
+@bp.post("/profile/email")
+@signed_in
+async def change_email():
+    values = await form_fields("email", "current_password")
+    email, problem = normalise_email(values["email"])
+    errors = {"email": problem} if problem else {}
+    if not errors:
+        async with current_app.db.read() as conn:
+            if await user_queries.email_taken(conn, email, except_id=g.user.id):
+                errors["email"] = "An account with this email address already exists."
+    if not errors and not await check_current_password(values["current_password"]):
+        errors["current_password"] = "That is not your current password."
+    if errors:
+        return await profile_page(422, email_values=values, email_errors=errors)
+    async with current_app.db.write() as conn:
+        if email != g.user.email:
+            await conn.execute(update(users).where(users.c.id == g.user.id).values(
+                email=email, updated_at=utcnow(), version=users.c.version + 1))
+            await audit.record(conn, "update", "user", g.user.id, actor=g.user, ip=client_ip(),
+                               changes={"email": [g.user.email, email]})
+    await toast("Email address saved." if email != g.user.email else "Email address unchanged.")
+    return await profile_page(email_values={"email": email}, oob=("profile_account",))
+
+
+@bp.post("/profile/password")
+@signed_in
+async def change_password():
+    values = await form_fields("current_password", "password", "password_confirm")
+    errors = {}
+    if message := passwords.problem(values["password"], g.user.username, g.user.email):
+        errors["password"] = message
+    elif values["password"] == values["current_password"]:
+        errors["password"] = "The new password must differ from the current one."
+    if values["password_confirm"] != values["password"]:
+        errors["password_confirm"] = "The two passwords differ."
+    if not await check_current_password(values["current_password"]):
+        errors["current_password"] = "That is not your current password."
+    if errors:
+        return await profile_page(422, password_errors=errors)
+    password_hash = await passwords.hash_password(values["password"])
+    async with current_app.db.write() as conn:
+        await user_queries.set_password_hash(conn, g.user.id, password_hash)
+        ended = await sessions.end_others(conn, g.user.id, keep_sid=g.user.session_id)
+        await audit.record(conn, "password_change", "user", g.user.id, actor=g.user, ip=client_ip(),
+                           changes={"sessions_ended": [None, ended]})
+    await toast("Password changed." + (f" {ended} other session(s) ended." if ended else ""))
+    return await profile_page(oob=("profile_sessions",))
+
+
+@bp.post("/profile/sessions/<sid>/end")
+@signed_in
+async def end_session(sid: str):
+    async with current_app.db.write() as conn:
+        ended = await sessions.end(conn, sid, g.user.id) if sid != g.user.session_id else 0
+        if ended:
+            await audit.record(conn, "session_end", "user", g.user.id, actor=g.user, ip=client_ip())
+    await toast("Session ended." if ended else "That session had already ended.", "success" if ended else "warning")
+    return await profile_page()
+
+
+@bp.post("/profile/sessions/end-others")
+@signed_in
+async def end_other_sessions():
+    async with current_app.db.write() as conn:
+        ended = await sessions.end_others(conn, g.user.id, keep_sid=g.user.session_id)
+        if ended:
+            await audit.record(conn, "session_end", "user", g.user.id, actor=g.user, ip=client_ip(),
+                               changes={"sessions_ended": [None, ended]})
+    await toast(f"{ended} other session(s) ended." if ended else "There were no other sessions.")
+    return await profile_page()
