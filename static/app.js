@@ -44,13 +44,19 @@
     (event.detail.items || []).forEach(showToast);
   });
 
-  // After a boosted navigation the old focus is gone: land on the new page's content.
+  // After a navigation swapped the whole page the old focus is gone: land on the new content.
   document.addEventListener("htmx:afterSettle", function (event) {
     adoptServerToasts();
-    if (event.detail.boosted && !document.activeElement.matches("[autofocus]")) {
+    if (event.detail.target === document.body && !document.activeElement.matches("[autofocus]")) {
       var target = document.querySelector("[autofocus]") || document.getElementById("main");
       if (target) target.focus();
     }
+  });
+
+  // Back/forward to a page the server no longer shows this way (the session ended, say):
+  // load it for real, so that the server can send the browser where it belongs.
+  document.addEventListener("htmx:historyCacheMissLoadError", function () {
+    window.location.reload();
   });
 
   document.addEventListener("DOMContentLoaded", function () { adoptServerToasts(); });

@@ -181,16 +181,18 @@ def live_server(live_server_url, db):
 
 
 @pytest.fixture(scope="session")
-def browser():
+async def browser():
+    """Debian's Chromium through Playwright's async API (the sync one would fight
+    pytest-asyncio over the event loop)."""
     if not Path(CHROMIUM).exists():
         skip_or_fail(f"Chromium is not installed at {CHROMIUM}", "REQUIRE_BROWSER")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+    from playwright.async_api import async_playwright
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         yield browser
-        browser.close()
+        await browser.close()
 
 
 class PageWatch:
@@ -202,22 +204,22 @@ class PageWatch:
         page.on("console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text))
         page.on("pageerror", lambda err: self.console_errors.append(str(err)))
 
-    def mark(self):
+    async def mark(self):
         """Sets a marker on window: it survives htmx swaps and dies with a full page load."""
-        self.page.evaluate("window.__noReload = true")
+        await self.page.evaluate("window.__noReload = true")
 
-    def still_marked(self) -> bool:
-        return self.page.evaluate("window.__noReload === true")
+    async def still_marked(self) -> bool:
+        return await self.page.evaluate("window.__noReload === true")
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context()
-    page = context.new_page()
+async def page(browser):
+    context = await browser.new_context()
+    page = await context.new_page()
     page.set_default_timeout(10_000)
     page.watch = PageWatch(page)
     yield page
-    context.close()
+    await context.close()
 
 
 def csrf_from(html: str) -> str:
