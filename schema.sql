@@ -55,7 +55,13 @@ CREATE TABLE users (
 	CONSTRAINT fk_users_role_roles FOREIGN KEY(role) REFERENCES roles (name)
 );
 
-CREATE INDEX ix_users_role ON users (role);
+CREATE INDEX ix_users_active ON users (active, id);
+
+CREATE INDEX ix_users_created_at ON users (created_at, id);
+
+CREATE INDEX ix_users_last_login ON users (coalesce(last_login_at, '1970-01-01 00:00:00.000000'), id);
+
+CREATE INDEX ix_users_role ON users (role, id);
 
 CREATE UNIQUE INDEX uq_users_email_lower ON users (lower(email));
 
@@ -132,7 +138,13 @@ CREATE TABLE users (
 	CONSTRAINT fk_users_role_roles FOREIGN KEY(role) REFERENCES roles (name)
 );
 
-CREATE INDEX ix_users_role ON users (role);
+CREATE INDEX ix_users_active ON users (active, id);
+
+CREATE INDEX ix_users_created_at ON users (created_at, id);
+
+CREATE INDEX ix_users_last_login ON users (coalesce(last_login_at, '1970-01-01 00:00:00.000000'), id);
+
+CREATE INDEX ix_users_role ON users (role, id);
 
 CREATE UNIQUE INDEX uq_users_email_lower ON users (lower(email));
 

@@ -3,6 +3,7 @@
   "use strict";
 
   var TOAST_MS = 6000;
+  var UNDO_MS = 15000;  // long enough to notice, read and reach the Undo button
 
   function region() { return document.getElementById("toasts"); }
 
@@ -20,23 +21,43 @@
     el.appendChild(close);
   }
 
+  // A POST back to the server; the CSRF header comes from hx-headers on the page.
+  function undoForm(url) {
+    var form = document.createElement("form");
+    form.method = "post";
+    form.action = url;
+    form.className = "inline-form";
+    form.setAttribute("hx-post", url);
+    form.setAttribute("hx-swap", "none");
+    var button = document.createElement("button");
+    button.type = "submit";
+    button.className = "button button-small";
+    button.textContent = "Undo";
+    form.appendChild(button);
+    form.addEventListener("htmx:afterRequest", function () { form.closest(".toast").remove(); });
+    window.setTimeout(function () { htmx.process(form); }, 0);
+    return form;
+  }
+
   function showToast(item) {
     var el = document.createElement("div");
     el.className = "toast toast-" + (item.level || "success");
+    el.setAttribute("data-bound", "");
     var text = document.createElement("span");
     text.className = "toast-text";
-    text.textContent = item.message;
+    text.textContent = item.text;
     el.appendChild(text);
+    if (item.undo) el.appendChild(undoForm(item.undo));
     addCloseButton(el);
     region().appendChild(el);
-    dismissLater(el, item.ms || TOAST_MS);
+    dismissLater(el, item.undo ? UNDO_MS : TOAST_MS);
   }
 
   function adoptServerToasts(root) {
     (root || document).querySelectorAll(".toast:not([data-bound])").forEach(function (el) {
       el.setAttribute("data-bound", "");
       addCloseButton(el);
-      dismissLater(el, TOAST_MS);
+      dismissLater(el, el.hasAttribute("data-ms") ? UNDO_MS : TOAST_MS);
     });
   }
 

@@ -33,12 +33,12 @@ def create_app(config: Config | None = None) -> Quart:
     app.db = Database(config.database_url)
     QuartAuth(app)
 
-    from . import access, auth, errors, health, pages, profile, render, security
+    from . import access, auth, errors, health, pages, profile, render, security, users
     security.init_app(app)
     app.after_request(render.toasts_to_header)
     access.init_app(app)
     errors.init_app(app)
-    for module in (pages, health, auth, profile):
+    for module in (pages, health, auth, profile, users):
         app.register_blueprint(module.bp)
 
     @app.after_serving

@@ -1,8 +1,8 @@
 """Error pages in the app's own style: a whole page, or the main region for htmx."""
-from quart import current_app
+from quart import current_app, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from .render import is_htmx, render
+from .render import is_htmx, render, toast
 
 TITLES = {
     400: "Bad request",
@@ -33,9 +33,11 @@ async def error_page(error: HTTPException):
     description = error.description if isinstance(error.description, str) else None
     if description is None or description == type(error).description:
         description = MESSAGES.get(code, "")
-    headers = {}
-    if is_htmx():
-        headers = {"HX-Retarget": "#main", "HX-Reswap": "innerHTML"}
+    if is_htmx() and not request.headers.get("HX-Boosted"):
+        # A refused action inside the page: say why in a toast and leave the page as it is.
+        await toast(description, "error")
+        return "", code, {"HX-Reswap": "none"}
+    headers = {"HX-Retarget": "#main", "HX-Reswap": "innerHTML"} if is_htmx() else {}
     body, _ = await render("error.html", block="main" if is_htmx() else None,
                            code=code, title=TITLES.get(code, "Error"), message=description)
     return body, code, headers

@@ -40,17 +40,17 @@ async def render(template: str, status: int = 200, block: str | None = None,
     return "".join(parts), status
 
 
-async def toast(message: str, level: str = "success") -> None:
-    """A message for the toast region: in the next page rendered, or in HX-Trigger."""
-    await flash(message, level)
+async def toast(message: str, level: str = "success", undo: str | None = None) -> None:
+    """A message for the toast region: in the next page rendered, or in HX-Trigger.
+    `undo` is the URL a POST to which takes the action back."""
+    await flash({"text": message, "undo": undo}, level)
 
 
 def toasts_to_header(response):
     """After an htmx fragment, the toasts the page did not render travel as an event."""
     if not is_htmx() or "HX-Redirect" in response.headers or "HX-Location" in response.headers:
         return response
-    items = [{"level": level, "message": message}
-             for level, message in get_flashed_messages(with_categories=True)]
+    items = [{"level": level, **message} for level, message in get_flashed_messages(with_categories=True)]
     if items:
         events = json.loads(response.headers.get("HX-Trigger", "{}") or "{}")
         events["toast"] = {"items": items}

@@ -50,7 +50,13 @@ users = Table(
 # Case-insensitive uniqueness and lookups: the app always compares lower(column).
 Index("uq_users_username_lower", func.lower(users.c.username), unique=True)
 Index("uq_users_email_lower", func.lower(users.c.email), unique=True)
-Index("ix_users_role", users.c.role)
+# One index per sort of the users table, each ending in id: the keyset is (sort key, id).
+# Never-logged-in users sort as the epoch; the literal matches SQLite's stored format.
+NEVER = text("'1970-01-01 00:00:00.000000'")
+Index("ix_users_role", users.c.role, users.c.id)
+Index("ix_users_active", users.c.active, users.c.id)
+Index("ix_users_created_at", users.c.created_at, users.c.id)
+Index("ix_users_last_login", func.coalesce(users.c.last_login_at, NEVER), users.c.id)
 
 sessions = Table(
     "sessions", metadata,

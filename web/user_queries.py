@@ -52,3 +52,19 @@ async def set_password_hash(conn, user_id: int, password_hash: str) -> None:
 
 async def record_login(conn, user_id: int) -> None:
     await conn.execute(update(users).where(users.c.id == user_id).values(last_login_at=utcnow()))
+
+
+async def lock_active_admins(conn) -> list[int]:
+    """Ids of the active Admins, locked until the transaction ends (SQLite: BEGIN IMMEDIATE
+    already holds the write lock), so two Admins demoting each other cannot both succeed."""
+    query = select(users.c.id).where(users.c.role == "Admin", users.c.active.is_(True),
+                                     users.c.deleted_at.is_(None)).with_for_update()
+    return list((await conn.execute(query)).scalars())
+
+
+async def update_if_current(conn, user_id: int, version: int, values: dict) -> bool:
+    """Applies `values` only if the row is still at `version`; False when someone was first."""
+    result = await conn.execute(
+        update(users).where(users.c.id == user_id, users.c.version == version, users.c.deleted_at.is_(None))
+        .values(**values, updated_at=utcnow(), version=users.c.version + 1))
+    return result.rowcount == 1

@@ -1,0 +1,209 @@
+// The users table from the keyboard: the WAI-ARIA grid pattern with one Tab stop (a roving
+// tabindex on the rows), bound by data attributes. Shortcuts are ignored while typing.
+(function () {
+  "use strict";
+
+  var pendingFocus = null;   // what to focus once the table has been reloaded
+  var selectionAnchor = null;
+
+  function grid() { return document.querySelector("[data-grid]"); }
+  function rows() { return Array.prototype.slice.call(document.querySelectorAll("[data-grid] tbody tr[data-row]")); }
+  function rowOf(el) { return el && el.closest ? el.closest("tr[data-row]") : null; }
+  function isTyping(el) { return el && el.matches && el.matches("input, select, textarea, [contenteditable]"); }
+  function click(selector, root) {
+    var el = (root || document).querySelector(selector);
+    if (el) el.click();
+    return !!el;
+  }
+
+  function focusRow(row) {
+    if (!row) return;
+    rows().forEach(function (r) { r.tabIndex = -1; });
+    row.tabIndex = 0;
+    row.focus();
+  }
+
+  function ensureTabStop() {
+    var all = rows();
+    if (all.length && !all.some(function (r) { return r.tabIndex === 0; })) all[0].tabIndex = 0;
+  }
+
+  function move(row, step) {
+    var all = rows();
+    var i = all.indexOf(row) + step;
+    focusRow(all[Math.max(0, Math.min(all.length - 1, i))]);
+  }
+
+  function focusEditor(row) {
+    var field = row.querySelector("[aria-invalid=true]") || row.querySelector("input:not([type=hidden]):not([type=checkbox]), select");
+    if (field) field.focus();
+  }
+
+  // ---- selection for bulk actions ----
+  function setSelected(row, on) {
+    var box = row.querySelector("[data-select]");
+    if (!box || box.disabled) return;
+    box.checked = on;
+    row.setAttribute("aria-selected", on ? "true" : "false");
+  }
+
+  function toggleSelection(row, range) {
+    var all = rows();
+    if (range && selectionAnchor && all.indexOf(selectionAnchor) >= 0) {
+      var a = all.indexOf(selectionAnchor), b = all.indexOf(row);
+      all.slice(Math.min(a, b), Math.max(a, b) + 1).forEach(function (r) { setSelected(r, true); });
+    } else {
+      var box = row.querySelector("[data-select]");
+      if (box) setSelected(row, !box.checked);
+      selectionAnchor = row;
+    }
+    countSelection();
+  }
+
+  function countSelection() {
+    var n = document.querySelectorAll("[data-grid] [data-select]:checked").length;
+    document.querySelectorAll("[data-selected-count]").forEach(function (el) { el.textContent = n; });
+  }
+
+  // ---- dialogs ----
+  function openDelete(row) {
+    var dialog = document.getElementById("delete-dialog");
+    if (!dialog || !row.dataset.deleteUrl) return;
+    dialog.querySelector("[data-dialog-username]").textContent = row.dataset.username;
+    dialog.returnRow = row;
+    dialog.showModal();
+  }
+
+  function confirmDelete(dialog) {
+    var row = dialog.returnRow;
+    dialog.close();
+    pendingFocus = { index: rows().indexOf(row) };
+    var table = document.querySelector("[data-grid-region]");
+    htmx.ajax("POST", row.dataset.deleteUrl, {
+      source: row, swap: "none", values: { back: table ? table.dataset.url : "/users" }
+    });
+  }
+
+  function cancelEdit(row) {
+    if (row.hasAttribute("data-new")) {
+      row.remove();
+      focusRow(rows()[0]);
+    } else {
+      click("[data-action=cancel]", row);
+    }
+  }
+
+  document.addEventListener("click", function (event) {
+    var target = event.target;
+    var deleteLink = target.closest("[data-action=delete]");
+    if (deleteLink && rowOf(deleteLink)) {
+      event.preventDefault();
+      openDelete(rowOf(deleteLink));
+      return;
+    }
+    if (target.closest("[data-action=cancel-new]")) {
+      event.preventDefault();
+      cancelEdit(rowOf(target));
+      return;
+    }
+    if (target.closest("[data-action=help]")) {
+      document.getElementById("help-dialog").showModal();
+      return;
+    }
+    var dialog = target.closest("dialog");
+    if (dialog && target.closest("[data-dialog-confirm]")) confirmDelete(dialog);
+    if (dialog && target.closest("[data-dialog-cancel]")) dialog.close();
+    var box = target.closest("[data-select]");
+    if (box) {
+      var row = rowOf(box);
+      row.setAttribute("aria-selected", box.checked ? "true" : "false");
+      if (event.shiftKey && selectionAnchor) { box.checked = !box.checked; toggleSelection(row, true); }
+      else selectionAnchor = row;
+      countSelection();
+    }
+  });
+
+  document.addEventListener("dblclick", function (event) {
+    var row = rowOf(event.target);
+    if (row && !row.hasAttribute("data-editing")) click("[data-action=edit]", row);
+  });
+
+  document.addEventListener("close", function (event) {
+    if (event.target.id === "delete-dialog" && event.target.returnRow && !pendingFocus) {
+      focusRow(event.target.returnRow);
+    }
+  }, true);
+
+  document.addEventListener("keydown", function (event) {
+    if (!grid() || event.ctrlKey || event.metaKey || event.altKey || document.querySelector("dialog[open]")) return;
+    var key = event.key;
+    var target = event.target;
+    var row = rowOf(target);
+
+    if (row && row.hasAttribute("data-editing")) {
+      if (key === "Escape") { event.preventDefault(); cancelEdit(row); }
+      return;  // Tab, Enter and typing work as in any form
+    }
+    if (isTyping(target)) {
+      if (key === "Escape" && target.id === "users-q") { event.preventDefault(); focusRow(rows()[0]); }
+      return;
+    }
+
+    var handled = true;
+    if (key === "/") document.getElementById("users-q").focus();
+    else if (key === "?") document.getElementById("help-dialog").showModal();
+    else if (key === "n") click("[data-action=new]");
+    else if (/^[1-6]$/.test(key)) { pendingFocus = { index: 0 }; click("[data-sort='" + key + "']"); }
+    else if (key === "PageDown") { pendingFocus = { index: 0 }; handled = click("[data-page=next]"); }
+    else if (key === "PageUp") { pendingFocus = { index: 0 }; handled = click("[data-page=prev]"); }
+    else if (!row) {
+      if (key === "ArrowDown" || key === "j") focusRow(rows()[0]);
+      else handled = false;
+    }
+    else if (key === "ArrowDown" || key === "j") move(row, 1);
+    else if (key === "ArrowUp" || key === "k") move(row, -1);
+    else if (key === "Home") focusRow(rows()[0]);
+    else if (key === "End") focusRow(rows()[rows().length - 1]);
+    else if (key === "Enter" || key === "F2") click("[data-action=edit]", row);
+    else if (key === "Delete") openDelete(row);
+    else if (key === "x" || key === "X" || key === " ") toggleSelection(row, event.shiftKey);
+    else handled = false;
+    if (handled) event.preventDefault();
+  });
+
+  // After a swap the old element may be gone: put focus where the person expects it.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var target = event.detail.target;
+    if (!grid()) return;
+    ensureTabStop();
+    countSelection();
+    var swapped = event.detail.elt && event.detail.elt.isConnected ? event.detail.elt : null;
+    if (target && target.id === "users-rows") {          // a new-user row was inserted
+      var created = document.getElementById("user-new");
+      if (created) focusEditor(created);
+    } else if (target && target.id === "users-table") { // the table was reloaded
+      var focusLost = !document.activeElement || document.activeElement === document.body || !document.activeElement.isConnected;
+      if (pendingFocus) {
+        var all = rows();
+        var byId = pendingFocus.id && document.getElementById("user-" + pendingFocus.id);
+        focusRow(byId || all[Math.min(pendingFocus.index || 0, all.length - 1)]);
+        pendingFocus = null;
+      } else if (focusLost) {
+        focusRow(rows()[0]);
+      }
+    } else {
+      var row = swapped && rowOf(swapped) || (target && target.id && target.id.indexOf("user-") === 0 ? document.getElementById(target.id) : null);
+      row = row || document.querySelector("[data-grid] tr[data-editing]");
+      if (!row) return;
+      if (row.hasAttribute("data-editing")) focusEditor(row);
+      else focusRow(row);
+    }
+  });
+
+  // A restore asks the table to reload and names the row to land on.
+  document.addEventListener("users-changed", function (event) {
+    if (event.detail && event.detail.focus) pendingFocus = { id: event.detail.focus };
+  });
+
+  document.addEventListener("DOMContentLoaded", ensureTabStop);
+})();

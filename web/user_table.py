@@ -1,0 +1,172 @@
+"""The users table's queries: filters, sorting and keyset pagination.
+
+A page is found from the sort key of the row before it (`after`) or after it (`before`),
+never by OFFSET, so page 2,000 costs what page 1 costs. Each sort has an index that ends
+in the same columns (see tables.py).
+"""
+import base64
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from urllib.parse import urlencode
+
+from sqlalchemy import and_, false, func, or_, select, true, tuple_
+
+from .tables import NEVER, ROLES, users
+
+PAGE_SIZE = 50
+NEVER_VALUE = datetime(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class Sort:
+    key: object          # the SQL expression rows are ordered by
+    unique: bool         # True when the key alone orders rows (then id is not needed)
+    value: object        # row -> the key's value for a cursor
+    parse: object = str  # cursor text -> the key's value
+
+
+SORTS = {
+    "username": Sort(func.lower(users.c.username), True, lambda r: r.username.lower()),
+    "email": Sort(func.lower(users.c.email), True, lambda r: r.email.lower()),
+    "role": Sort(users.c.role, False, lambda r: r.role),
+    "active": Sort(users.c.active, False, lambda r: r.active, bool),
+    "last_login": Sort(func.coalesce(users.c.last_login_at, NEVER), False,
+                       lambda r: (r.last_login_at or NEVER_VALUE).isoformat(), datetime.fromisoformat),
+    "created": Sort(users.c.created_at, False, lambda r: r.created_at.isoformat(), datetime.fromisoformat),
+}
+COLUMNS = (("username", "Username"), ("email", "Email"), ("role", "Role"), ("active", "Active"),
+           ("last_login", "Last login"), ("created", "Created"))
+
+
+@dataclass(frozen=True)
+class View:
+    """What the table shows: every field is in the URL, so a link restores it exactly."""
+    q: str = ""
+    role: str = ""
+    active: str = ""
+    sort: str = "username"
+    dir: str = "asc"
+    after: str = ""
+    before: str = ""
+    page: int = 1
+
+    @classmethod
+    def from_args(cls, args) -> "View":
+        role = args.get("role", "")
+        active = args.get("active", "")
+        sort = args.get("sort", "username")
+        try:
+            page = max(1, int(args.get("page", "1")))
+        except ValueError:
+            page = 1
+        return cls(
+            q=args.get("q", "").strip()[:254],
+            role=role if role in ROLES else "",
+            active=active if active in {"1", "0"} else "",
+            sort=sort if sort in SORTS else "username",
+            dir="desc" if args.get("dir") == "desc" else "asc",
+            after=args.get("after", "")[:500],
+            before=args.get("before", "")[:500] if not args.get("after") else "",
+            page=page,
+        )
+
+    def url(self, **changes) -> str:
+        view = replace(self, **changes)
+        params = {k: v for k, v in vars(view).items() if v and not (k, v) in
+                  {("sort", "username"), ("dir", "asc"), ("page", 1)}}
+        return "/users" + ("?" + urlencode(params) if params else "")
+
+    def sorted_by(self, column: str) -> str:
+        """The link of a column header: sort by it, or flip the direction if it is the sort."""
+        flip = "desc" if self.sort == column and self.dir == "asc" else "asc"
+        return self.url(sort=column, dir=flip, after="", before="", page=1)
+
+
+def encode_cursor(sort: Sort, row) -> str:
+    raw = json.dumps([sort.value(row), row.id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(sort: Sort, token: str):
+    """(key value, id), or None when the token is not one of ours."""
+    try:
+        value, row_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        return sort.parse(value), int(row_id)
+    except (ValueError, TypeError):
+        return None
+
+
+def filters(view: View) -> list:
+    conditions = [users.c.deleted_at.is_(None)]
+    if view.q:
+        # A prefix of the username or of the email, as an index range on lower(column).
+        low = view.q.lower()
+        high = low + "\U0010ffff"
+        conditions.append(or_(
+            and_(func.lower(users.c.username) >= low, func.lower(users.c.username) < high),
+            and_(func.lower(users.c.email) >= low, func.lower(users.c.email) < high),
+        ))
+    if view.role:
+        conditions.append(users.c.role == view.role)
+    if view.active:
+        conditions.append(users.c.active.is_(true() if view.active == "1" else false()))
+    return conditions
+
+
+def _keyset(sort: Sort, cursor, greater: bool):
+    """Rows whose (key, id) comes after the cursor's in ascending (`greater`) or descending order."""
+    value, row_id = cursor
+    if sort.unique:
+        return sort.key > value if greater else sort.key < value
+    key = tuple_(sort.key, users.c.id)
+    return key > tuple_(value, row_id) if greater else key < tuple_(value, row_id)
+
+
+@dataclass
+class Page:
+    rows: list
+    total: int
+    number: int
+    prev_url: str | None
+    next_url: str | None
+    first_url: str | None
+
+
+LIST_COLUMNS = (users.c.id, users.c.username, users.c.email, users.c.role, users.c.active,
+                users.c.version, users.c.last_login_at, users.c.created_at)
+
+
+async def count_matching(conn, view: View) -> int:
+    return (await conn.execute(select(func.count()).select_from(users).where(*filters(view)))).scalar_one()
+
+
+async def load_page(conn, view: View) -> Page:
+    sort = SORTS[view.sort]
+    backwards = bool(view.before)
+    cursor = decode_cursor(sort, view.before or view.after) if (view.before or view.after) else None
+    # Rows are read in the direction of travel: backwards from a `before` cursor.
+    forward = (view.dir == "asc") != backwards
+    conditions = filters(view)
+    if cursor:
+        conditions.append(_keyset(sort, cursor, forward))
+    order = [sort.key.asc() if forward else sort.key.desc()]
+    if not sort.unique:
+        order.append(users.c.id.asc() if forward else users.c.id.desc())
+    query = select(*LIST_COLUMNS).where(*conditions).order_by(*order).limit(PAGE_SIZE + 1)
+    rows = (await conn.execute(query)).all()
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    if backwards:
+        rows.reverse()
+        has_prev, has_next = more, True
+    else:
+        has_prev, has_next = cursor is not None, more
+    number = view.page if has_prev else 1
+    total = await count_matching(conn, view)
+    return Page(
+        rows=rows, total=total, number=number,
+        prev_url=view.url(before=encode_cursor(sort, rows[0]), after="", page=number - 1) if has_prev and rows else None,
+        next_url=view.url(after=encode_cursor(sort, rows[-1]), before="", page=number + 1) if has_next and rows else None,
+        first_url=view.url(after="", before="", page=1) if has_prev else None,
+    )

@@ -1,0 +1,348 @@
+"""The users table: search, sort, page, create, edit in place, delete with undo, bulk actions.
+
+Every write checks the version the browser saw (a stale one gets 409), guards the last
+active Admin, and writes its audit events in the same transaction.
+"""
+import secrets
+from urllib.parse import parse_qsl, urlsplit
+
+from quart import Blueprint, abort, current_app, g, request
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from . import audit, passwords, sessions, user_queries
+from .access import staff
+from .auth import client_ip
+from .db import utcnow
+from .render import go, is_htmx, render, toast
+from .tables import ROLES, users
+from .user_table import COLUMNS, View, load_page
+from .validation import account_problems, normalise_email
+
+bp = Blueprint("users", __name__)
+
+EDITABLE = {"Admin": ("username", "email", "role", "active"), "Manager": ("username", "email", "active")}
+LAST_ADMIN = "This is the last active Admin: make someone else an Admin first."
+ROWS = "users/rows.html"
+
+
+def may_edit(target_role: str) -> bool:
+    """Admins edit everyone; Managers edit Customers only."""
+    return g.user.role == "Admin" or target_role == "Customer"
+
+
+def view_from_back(back: str) -> View:
+    """The table state a form came from, carried in its `back` field as /users?…"""
+    return View.from_args(dict(parse_qsl(urlsplit(back).query)))
+
+
+async def table_page(status=200, view: View | None = None, **context):
+    view = view or View.from_args(request.args)
+    async with current_app.db.read() as conn:
+        page = await load_page(conn, view)
+    context.setdefault("editing", None)
+    context.setdefault("creating", None)
+    return await render("users/index.html", status, view=view, page=page, columns=COLUMNS,
+                        roles=ROLES, editable=EDITABLE[g.user.role], **context)
+
+
+async def row_fragment(block: str, status=200, **context):
+    context.setdefault("view", View())
+    return await render(ROWS, status, block=block, roles=ROLES, editable=EDITABLE[g.user.role], **context)
+
+
+async def load_user_or_404(user_id: int):
+    async with current_app.db.read() as conn:
+        row = await user_queries.get_user(conn, user_id)
+    if row is None or row.deleted_at is not None:
+        abort(404, "This user does not exist or was deleted.")
+    return row
+
+
+def row_values(row) -> dict:
+    return {"username": row.username, "email": row.email, "role": row.role, "active": row.active}
+
+
+@bp.get("/users")
+@staff
+async def index():
+    body, status = await table_page()
+    # The filter form sends every field; the address bar gets the tidy URL of the same view.
+    return body, status, {"HX-Replace-Url": View.from_args(request.args).url()} \
+        if request.headers.get("HX-Trigger") == "users-filters" else {}
+
+
+# ---- one row: show, edit, save ---------------------------------------------------------
+
+@bp.get("/users/<int:user_id>")
+@staff
+async def show(user_id: int):
+    user = await load_user_or_404(user_id)
+    if not is_htmx():
+        return go(View.from_args(request.args).url())
+    return await row_fragment("user_row", u=user)
+
+
+@bp.get("/users/<int:user_id>/edit")
+@staff
+async def edit(user_id: int):
+    user = await load_user_or_404(user_id)
+    if not may_edit(user.role):
+        abort(403, "Managers edit Customers only.")
+    state = {"u": user, "values": row_values(user), "errors": {}, "conflict": None,
+             "view": View.from_args(request.args)}
+    if is_htmx():
+        return await row_fragment("user_edit", **state)
+    return await table_page(editing=state)
+
+
+async def posted_values(current) -> tuple[dict, dict]:
+    """The editable fields the form sent (others keep their value), and their problems."""
+    form = await request.form
+    fields = EDITABLE[g.user.role]
+    values = row_values(current)
+    for name in fields:
+        if name == "active":
+            values["active"] = form.get("active") == "1"
+        else:
+            values[name] = form.get(name, "").strip()
+    errors = {}
+    if values["role"] not in ROLES:
+        errors["role"] = "Choose one of the roles."
+    async with current_app.db.read() as conn:
+        errors.update(await account_problems(conn, values["username"], values["email"], None, except_id=current.id))
+    if "email" not in errors:
+        values["email"] = normalise_email(values["email"])[0]
+    return values, errors
+
+
+def parse_version(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        abort(400, "This form is out of date. Reload the page and try again.")
+
+
+async def would_remove_last_admin(conn, target_id: int, becomes_admin: bool) -> bool:
+    admins = await user_queries.lock_active_admins(conn)
+    return admins == [target_id] and not becomes_admin
+
+
+@bp.post("/users/<int:user_id>")
+@staff
+async def save(user_id: int):
+    current = await load_user_or_404(user_id)
+    if not may_edit(current.role):
+        abort(403, "Managers edit Customers only.")
+    form = await request.form
+    version = parse_version(form.get("version", ""))
+    view = view_from_back(form.get("back", ""))
+    values, errors = await posted_values(current)
+    changes = audit.diff(row_values(current), values)
+    state = {"u": current, "values": values, "errors": errors, "conflict": None, "view": view}
+    if not errors and changes:
+        async with current_app.db.write() as conn:
+            if current.role == "Admin" and await would_remove_last_admin(
+                    conn, user_id, values["role"] == "Admin" and values["active"]):
+                errors["role" if values["role"] != "Admin" else "active"] = LAST_ADMIN
+            else:
+                try:
+                    saved = await user_queries.update_if_current(conn, user_id, version, values)
+                except IntegrityError:
+                    saved, errors["username"] = False, "This username or email was just taken."
+                if saved:
+                    await audit.record(conn, "update", "user", user_id, actor=g.user, ip=client_ip(), changes=changes)
+        if not errors and not saved:
+            return await conflict(user_id, values, view)
+    if errors:
+        if is_htmx():
+            return await row_fragment("user_edit", 422, **state)
+        return await table_page(422, view=view, editing=state)
+    await toast(describe_change(values["username"], changes))
+    if not is_htmx():
+        return go(view.url())
+    return await row_fragment("user_row", u=await load_user_or_404(user_id), view=view)
+
+
+async def conflict(user_id: int, mine: dict, view: View):
+    """Someone saved first: show their values beside ours; saving again overwrites theirs."""
+    theirs = await load_user_or_404(user_id)
+    state = {"u": theirs, "values": mine, "errors": {}, "conflict": row_values(theirs), "view": view}
+    if is_htmx():
+        return await row_fragment("user_edit", 409, **state)
+    return await table_page(409, view=view, editing=state)
+
+
+def describe_change(username: str, changes: dict) -> str:
+    if not changes:
+        return f"No changes to {username}."
+    parts = [f"{field} {shown(old)} → {shown(new)}" for field, (old, new) in changes.items()]
+    return f"Saved {username}: " + ", ".join(parts) + "."
+
+
+def shown(value) -> str:
+    return "yes" if value is True else "no" if value is False else str(value)
+
+
+# ---- create ----------------------------------------------------------------------------
+
+@bp.get("/users/new")
+@staff
+async def new():
+    state = {"values": {"role": "Customer"}, "errors": {}, "view": View.from_args(request.args)}
+    if is_htmx():
+        return await row_fragment("user_new", **state)
+    return await table_page(creating=state)
+
+
+@bp.post("/users")
+@staff
+async def create():
+    form = await request.form
+    view = view_from_back(form.get("back", ""))
+    values = {name: form.get(name, "").strip() for name in ("username", "email", "role")}
+    password = form.get("password", "")
+    if g.user.role != "Admin":
+        values["role"] = "Customer"
+    generated = None
+    if not password:
+        password = generated = secrets.token_urlsafe(15)
+    async with current_app.db.read() as conn:
+        errors = await account_problems(conn, values["username"], values["email"], password)
+    if values["role"] not in ROLES:
+        errors["role"] = "Choose one of the roles."
+    state = {"values": values, "errors": errors, "view": view}
+    if errors:
+        if is_htmx():
+            return await row_fragment("user_new", 422, **state)
+        return await table_page(422, view=view, creating=state)
+    email = normalise_email(values["email"])[0]
+    password_hash = await passwords.hash_password(password)
+    try:
+        async with current_app.db.write() as conn:
+            user_id = await user_queries.create_user(conn, values["username"], email, password_hash, values["role"])
+            await audit.record(conn, "create", "user", user_id, actor=g.user, ip=client_ip(), changes={
+                "username": [None, values["username"]], "email": [None, email], "role": [None, values["role"]]})
+    except IntegrityError:
+        state["errors"] = {"username": "This username or email was just taken."}
+        return await row_fragment("user_new", 422, **state) if is_htmx() else await table_page(422, view=view, creating=state)
+    await toast(f"Created {values['username']} ({values['role']}).")
+    if not is_htmx():
+        if generated:
+            await toast(f"Initial password for {values['username']}: {generated} (shown once).", "warning")
+        return go(view.url())
+    return await row_fragment("user_created", u=await load_user_or_404(user_id), generated=generated, view=view)
+
+
+# ---- delete and undo -------------------------------------------------------------------
+
+@bp.get("/users/<int:user_id>/delete")
+@staff
+async def confirm_delete(user_id: int):
+    """Without JavaScript the dialog is a page of its own."""
+    user = await load_user_or_404(user_id)
+    if not may_edit(user.role):
+        abort(403, "Managers delete Customers only.")
+    return await render("users/confirm_delete.html", u=user, view=View.from_args(request.args))
+
+
+@bp.post("/users/<int:user_id>/delete")
+@staff
+async def delete(user_id: int):
+    user = await load_user_or_404(user_id)
+    if not may_edit(user.role):
+        abort(403, "Managers delete Customers only.")
+    if user_id == g.user.id:
+        abort(409, "You cannot delete your own account.")
+    view = view_from_back((await request.form).get("back", ""))
+    async with current_app.db.write() as conn:
+        if user.role == "Admin" and user.active and await would_remove_last_admin(conn, user_id, False):
+            abort(409, LAST_ADMIN)
+        await conn.execute(update(users).where(users.c.id == user_id).values(
+            deleted_at=utcnow(), updated_at=utcnow(), version=users.c.version + 1))
+        await sessions.end_others(conn, user_id, keep_sid=None)
+        await audit.record(conn, "delete", "user", user_id, actor=g.user, ip=client_ip(),
+                           changes={"deleted": [False, True]})
+    await toast(f"Deleted {user.username}.", undo=f"/users/{user_id}/restore")
+    if not is_htmx():
+        return go(view.url())
+    return "", 204, {"HX-Trigger": '{"users-changed": {}}'}
+
+
+@bp.post("/users/<int:user_id>/restore")
+@staff
+async def restore(user_id: int):
+    async with current_app.db.read() as conn:
+        user = await user_queries.get_user(conn, user_id)
+    if user is None or user.deleted_at is None:
+        abort(404, "There is no deleted user to restore here.")
+    if not may_edit(user.role):
+        abort(403, "Managers restore Customers only.")
+    async with current_app.db.write() as conn:
+        await conn.execute(update(users).where(users.c.id == user_id).values(
+            deleted_at=None, updated_at=utcnow(), version=users.c.version + 1))
+        await audit.record(conn, "restore", "user", user_id, actor=g.user, ip=client_ip(),
+                           changes={"deleted": [True, False]})
+    await toast(f"Restored {user.username}.")
+    if not is_htmx():
+        return go("/users")
+    return "", 204, {"HX-Trigger": f'{{"users-changed": {{"focus": {user_id}}}}}'}
+
+
+# ---- bulk actions ----------------------------------------------------------------------
+
+BULK_ACTIONS = {"activate", "deactivate", "delete", *(f"role:{r}" for r in ROLES)}
+
+
+@bp.post("/users/bulk")
+@staff
+async def bulk():
+    form = await request.form
+    action = form.get("action", "")
+    view = view_from_back(form.get("back", ""))
+    try:
+        ids = sorted({int(i) for i in form.getlist("ids")})
+    except ValueError:
+        abort(400, "The selection is not valid. Reload the page and try again.")
+    if action not in BULK_ACTIONS:
+        abort(400, "Choose an action for the selected users.")
+    if not ids:
+        abort(400, "Select at least one user first (x or Space on a row).")
+    if action.startswith("role:") and g.user.role != "Admin":
+        abort(403, "Only Admins change roles.")
+    async with current_app.db.write() as conn:
+        targets = (await conn.execute(select(users).where(users.c.id.in_(ids), users.c.deleted_at.is_(None)))).all()
+        if any(not may_edit(t.role) for t in targets):
+            abort(403, "Managers change Customers only; deselect the others.")
+        if action == "delete" and any(t.id == g.user.id for t in targets):
+            abort(409, "You cannot delete your own account; deselect it.")
+        admins = set(await user_queries.lock_active_admins(conn))
+        removed = {t.id for t in targets if t.id in admins and action in {"deactivate", "delete", "role:Manager", "role:Customer"}}
+        if admins and admins <= removed:
+            abort(409, LAST_ADMIN)
+        count = 0
+        for target in targets:
+            before = row_values(target)
+            after = dict(before)
+            if action in {"activate", "deactivate"}:
+                after["active"] = action == "activate"
+            elif action.startswith("role:"):
+                after["role"] = action.split(":", 1)[1]
+            changes = audit.diff(before, after) if action != "delete" else {"deleted": [False, True]}
+            if not changes:
+                continue
+            values = {k: after[k] for k in ("active", "role")}
+            if action == "delete":
+                values = {"deleted_at": utcnow()}
+                await sessions.end_others(conn, target.id, keep_sid=None)
+            await conn.execute(update(users).where(users.c.id == target.id).values(
+                **values, updated_at=utcnow(), version=users.c.version + 1))
+            await audit.record(conn, "delete" if action == "delete" else "update", "user", target.id,
+                               actor=g.user, ip=client_ip(), changes=changes)
+            count += 1
+    label = {"activate": "Activated", "deactivate": "Deactivated", "delete": "Deleted"}.get(
+        action, f"Made {action.split(':', 1)[-1]}")
+    await toast(f"{label} {count} user(s)." if count else "Nothing to change: the selected users already were so.")
+    if not is_htmx():
+        return go(view.url())
+    return "", 204, {"HX-Trigger": '{"users-changed": {}}'}
