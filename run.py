@@ -147,20 +147,24 @@ def cmd_schema(config: Config, args) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="run.py", description="Gatehouse: serve the app and manage its database.")
     commands = top.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser("serve", help="serve the app with Hypercorn (the default)")
+
+    def command(name, text):
+        return commands.add_parser(name, help=text, description=text)
+    serve = command("serve", "Serve the app with Hypercorn (the default command).")
     serve.add_argument("--host", help="address to listen on (default: $HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: $PORT or 8000)")
     serve.add_argument("--workers", type=int, default=1, help="Hypercorn worker processes (default 1)")
     serve.set_defaults(run=cmd_serve)
-    commands.add_parser("init-db", help="create the schema and roles; safe to repeat").set_defaults(run=cmd_init_db)
-    admin = commands.add_parser("create-admin", help="create an Admin account; reads the password from the terminal or stdin")
+    command("init-db", "Create the schema and roles; safe to repeat.").set_defaults(run=cmd_init_db)
+    admin = command("create-admin", "Create an Admin account; reads the password from the terminal (twice, "
+                    "without echo) or one line from stdin.")
     admin.add_argument("--username", required=True)
     admin.add_argument("--email", required=True)
     admin.set_defaults(run=cmd_create_admin)
-    demo = commands.add_parser("demo-data", help="add realistic fake users")
+    demo = command("demo-data", "Add realistic fake users sharing one random password, which is printed.")
     demo.add_argument("--users", type=int, default=1000, help="how many (default 1000)")
     demo.set_defaults(run=cmd_demo_data)
-    commands.add_parser("schema", help="print the schema as SQL").set_defaults(run=cmd_schema)
+    command("schema", "Print the schema as SQL (what schema.sql holds).").set_defaults(run=cmd_schema)
     return top
 
 

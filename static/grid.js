@@ -12,8 +12,12 @@
   function isTyping(el) { return el && el.matches && el.matches("input, select, textarea, [contenteditable]"); }
   function click(selector, root) {
     var el = (root || document).querySelector(selector);
-    if (el) el.click();
-    return !!el;
+    if (!el) return false;
+    // A key can arrive between a swap and htmx's processing of the new content: without
+    // this, the click would be a plain link and load the whole page.
+    htmx.process(el);
+    el.click();
+    return true;
   }
 
   function focusRow(row) {

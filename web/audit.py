@@ -1,7 +1,9 @@
 """Writing the audit trail: one row per event, in the caller's transaction."""
 from typing import NamedTuple
 
-from sqlalchemy import insert
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, insert, select
 
 from .db import utcnow
 from .tables import audit_events
@@ -30,3 +32,13 @@ async def record(conn, action: str, target_type: str, target_id: int | None = No
         changes=changes,
         ip=ip or "",
     ))
+
+
+async def recent_from(conn, action: str, ip: str, within: timedelta) -> tuple[int, datetime | None]:
+    """How many `action` events came from `ip` within the last `within`, and the oldest's time
+    (e.g. registrations per network)."""
+    query = select(func.count(), func.min(audit_events.c.occurred_at)).where(
+        audit_events.c.action == action, audit_events.c.occurred_at > utcnow() - within,
+        audit_events.c.ip == ip)
+    count, oldest = (await conn.execute(query)).one()
+    return count, oldest

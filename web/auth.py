@@ -1,11 +1,15 @@
 """Register, log in and log out."""
+import math
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from quart import Blueprint, abort, current_app, g, request, session
 from quart_auth import AuthUser, login_user, logout_user
+from sqlalchemy.exc import IntegrityError
 
 from . import audit, passwords, sessions, throttle, user_queries
 from .access import public, signed_in
+from .db import utcnow
 from .render import go, render, toast
 from .validation import account_problems, normalise_email
 
@@ -13,6 +17,7 @@ bp = Blueprint("auth", __name__)
 
 LOGIN_FAILED = "Wrong username, email or password."
 REGISTRATIONS_PER_HOUR = 10
+REGISTRATION_WINDOW = timedelta(hours=1)
 
 
 def settings():
@@ -34,6 +39,8 @@ def safe_next(target: str | None) -> str | None:
 
 
 async def start_session(user_id: int, remember: bool, conn) -> None:
+    if g.user:  # logging in again in the same browser replaces the session
+        await sessions.end(conn, g.user.session_id, g.user.id)
     token = await sessions.start(conn, user_id, remember, request.headers.get("User-Agent", ""),
                                  client_ip(), settings())
     login_user(AuthUser(token), remember=remember)
@@ -87,25 +94,32 @@ async def register_check():
 @public
 async def register():
     registration_open()
+    if g.user:
+        return go("/dashboard")
     values = await form_fields(*REGISTER_FIELDS)
     problems = await registration_problems(values)
     if problems:
         return await render("auth/register.html", 422, values=values, errors=problems)
     async with current_app.db.read() as conn:
-        wait = await throttle.seconds_to_wait(conn, [f"register:{client_ip()}"])
-    if wait:
+        recent, oldest = await audit.recent_from(conn, "register", client_ip(), REGISTRATION_WINDOW)
+    if recent >= REGISTRATIONS_PER_HOUR:
+        wait = math.ceil((oldest + REGISTRATION_WINDOW - utcnow()).total_seconds())
         return await render("auth/register.html", 429, values=values, errors={
             "form": f"Too many new accounts from your network. Try again in {wait} seconds."})
     password_hash = await passwords.hash_password(values["password"])
     email, _ = normalise_email(values["email"])
-    async with current_app.db.write() as conn:
-        user_id = await user_queries.create_user(conn, values["username"], email, password_hash, "Customer")
-        await audit.record(conn, "register", "user", user_id, ip=client_ip(),
-                           actor=audit.Actor(user_id, values["username"]),
-                           changes={"username": [None, values["username"]], "email": [None, email],
-                                    "role": [None, "Customer"]})
-        await throttle.count_attempt(conn, f"register:{client_ip()}", REGISTRATIONS_PER_HOUR, 3600)
-        await start_session(user_id, False, conn)
+    try:
+        async with current_app.db.write() as conn:
+            user_id = await user_queries.create_user(conn, values["username"], email, password_hash, "Customer")
+            await audit.record(conn, "register", "user", user_id, ip=client_ip(),
+                               actor=audit.Actor(user_id, values["username"]),
+                               changes={"username": [None, values["username"]], "email": [None, email],
+                                        "role": [None, "Customer"]})
+            await start_session(user_id, False, conn)
+    except IntegrityError:
+        # Someone registered the same name or address since the check above.
+        return await render("auth/register.html", 422, values=values,
+                            errors=await registration_problems(values))
     await toast("Account created. Welcome to Gatehouse!")
     return go("/dashboard")
 
@@ -135,10 +149,11 @@ async def login():
     identifier, remember = values["identifier"][:300], values["remember"] == "on"
     next_path = safe_next(values["next"]) or "/dashboard"
     config, db = settings(), current_app.db
-    keys = [f"ip:{client_ip()}", f"account:{identifier.lower()}"]
     async with db.read() as conn:
-        wait = await throttle.seconds_to_wait(conn, keys)
         user = await user_queries.find_by_login(conn, identifier) if identifier else None
+        # Failures count per account, whichever name was typed; per name for unknown ones.
+        keys = [f"ip:{client_ip()}", f"account:{user.id}" if user else f"name:{identifier.lower()}"]
+        wait = await throttle.seconds_to_wait(conn, keys)
     if wait:
         return await login_page(429, values=values, next=next_path, error=(
             f"Too many failed attempts. Try again in {wait} seconds."))

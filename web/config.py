@@ -71,6 +71,8 @@ class Config:
             port = int(environ.get("PORT", "8000"))
         except ValueError:
             raise ConfigError(f"PORT must be a number, not {environ.get('PORT')!r}") from None
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"PORT must be between 1 and 65535, not {port}")
         return cls(
             database_url=url,
             secret_key=secret,

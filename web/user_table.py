@@ -92,9 +92,12 @@ def decode_cursor(sort: Sort, token: str):
     """(key value, id), or None when the token is not one of ours."""
     try:
         value, row_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return sort.parse(value), int(row_id)
+        value, row_id = sort.parse(value), int(row_id)
     except (ValueError, TypeError):
         return None
+    if not 0 < row_id < 2**31 or getattr(value, "tzinfo", None) is not None:
+        return None  # not an id of ours, or a time with a zone where we store UTC without one
+    return value, row_id
 
 
 def filters(view: View) -> list:

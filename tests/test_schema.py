@@ -1,0 +1,198 @@
+"""The schema: schema.sql, web/tables.py and the databases the app creates agree,
+and the constraints the app relies on are really enforced by both databases."""
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import visitors
+
+from web import user_queries
+from web.db import utcnow
+from web.schema import render_schema_sql
+from web.tables import metadata, sessions, users
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+def _reflected_indexes(sync_conn, table: str) -> dict[str, str]:
+    """{index name: its definition as text} for the indexes the database holds on `table`.
+
+    SQLAlchemy's SQLite inspector skips expression indexes such as lower(username), so on
+    SQLite the definitions come from sqlite_master instead (its implicit autoindexes have no
+    sql and are left out). PostgreSQL reflects them, expressions included.
+    """
+    if sync_conn.dialect.name == "sqlite":
+        rows = sync_conn.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+            (table,)).all()
+        return {name: sql for name, sql in rows}
+    found = {}
+    for index in sa.inspect(sync_conn).get_indexes(table):
+        parts = [c for c in index["column_names"] if c] + list(index.get("expressions") or [])
+        found[index["name"]] = f"{'UNIQUE ' if index['unique'] else ''}({', '.join(parts)})"
+    return found
+
+
+def _normalised(sql: str) -> str:
+    return "".join(sql.lower().replace('"', "").replace("::text", "").split())
+
+
+async def _insert_user(db, username: str, email: str, role: str = "Customer") -> int:
+    async with db.write() as conn:
+        return await user_queries.create_user(conn, username, email, "not-a-real-hash", role)
+
+
+# ---- schema.sql ---------------------------------------------------------------------------
+
+def test_schema_sql_matches_the_metadata_in_tables_py():
+    on_disk = (ROOT / "schema.sql").read_text(encoding="utf-8")
+    assert on_disk == render_schema_sql(), "schema.sql is stale: run `python run.py schema > schema.sql`"
+
+
+# ---- the created database matches the metadata ------------------------------------------
+
+def _is_expression_index(index: sa.Index) -> bool:
+    return any(not isinstance(element, sa.Column) for element in index.expressions)
+
+
+def _without_expression_index_rewrites(diffs: list) -> list:
+    """The diffs, less the remove_index + add_index pairs alembic reports for an expression
+    index that is in fact present: PostgreSQL reflects the expression as it normalised it
+    (COALESCE(last_login_at, '1970-...'::timestamp without time zone), lower(email::text))
+    and alembic compares that text with the metadata's rendering, so any expression it
+    rewrites shows up as "drop it and create it again". Such indexes are checked by name
+    and definition in the tests below instead."""
+    expression_indexes = {index.name for table in metadata.tables.values()
+                          for index in table.indexes if _is_expression_index(index)}
+    added = {d[1].name for d in diffs if isinstance(d, tuple) and d[0] == "add_index"}
+    removed = {d[1].name for d in diffs if isinstance(d, tuple) and d[0] == "remove_index"}
+    spurious = added & removed & expression_indexes
+    return [d for d in diffs
+            if not (isinstance(d, tuple) and d[0] in {"add_index", "remove_index"} and d[1].name in spurious)]
+
+
+async def test_created_database_matches_metadata(db):
+    def compare(sync_conn):
+        # compare_type: column types. compare_server_default only on PostgreSQL: on SQLite
+        # alembic reports a spurious 'modify_default' for every server_default="" column
+        # (it compares the reflected text "''" with the metadata's "" and calls them
+        # different), although the DDL and schema.sql say DEFAULT '' on both sides.
+        context = MigrationContext.configure(sync_conn, opts={
+            "compare_type": True,
+            "compare_server_default": not db.is_sqlite,
+        })
+        with warnings.catch_warnings():
+            # SQLite cannot reflect expression indexes (lower(username), coalesce(...)), so
+            # alembic warns and skips them instead of reporting a diff; they are checked
+            # by name and definition in the tests below.
+            warnings.filterwarnings("ignore", message=r".*expression-based index.*")
+            return compare_metadata(context, metadata)
+
+    async with db.read() as conn:
+        diffs = _without_expression_index_rewrites(await conn.run_sync(compare))
+    assert diffs == [], f"the database the app created differs from web/tables.py: {diffs}"
+
+
+async def test_created_database_has_every_index_of_the_metadata(db):
+    async with db.read() as conn:
+        reflected = {table.name: await conn.run_sync(_reflected_indexes, table.name)
+                     for table in metadata.sorted_tables}
+    for table in metadata.sorted_tables:
+        expected = {index.name for index in table.indexes}
+        assert set(reflected[table.name]) == expected, f"indexes of {table.name}"
+
+
+async def test_expression_indexes_have_the_functions_columns_and_uniqueness_of_the_metadata(db):
+    async with db.read() as conn:
+        reflected = {table.name: await conn.run_sync(_reflected_indexes, table.name)
+                     for table in metadata.sorted_tables}
+    checked = 0
+    for table in metadata.sorted_tables:
+        for index in (i for i in table.indexes if _is_expression_index(i)):
+            definition = _normalised(reflected[table.name][index.name])
+            assert ("unique" in definition) == bool(index.unique), f"{index.name}: {definition}"
+            for element in index.expressions:
+                if isinstance(element, sa.FunctionElement):
+                    assert f"{element.name.lower()}(" in definition, f"{index.name}: {definition}"
+                for column in visitors.iterate(element):
+                    if isinstance(column, sa.Column):
+                        assert column.name in definition, f"{index.name}: {definition}"
+            checked += 1
+    assert checked >= 2, "the lower(username) and lower(email) indexes were not checked"
+
+
+async def test_username_and_email_indexes_are_unique_on_lowercased_values(db):
+    async with db.read() as conn:
+        indexes = await conn.run_sync(_reflected_indexes, "users")
+    for name, column in (("uq_users_username_lower", "username"), ("uq_users_email_lower", "email")):
+        definition = _normalised(indexes[name])
+        assert "unique" in definition, f"{name} is not unique: {indexes[name]}"
+        assert f"lower({column})" in definition, f"{name} is not on lower({column}): {indexes[name]}"
+
+
+# ---- constraints enforced by both databases ---------------------------------------------
+
+async def test_usernames_differing_only_in_case_are_refused_by_the_database(db):
+    await _insert_user(db, "Alice", "alice@example.com")
+    with pytest.raises(IntegrityError):
+        await _insert_user(db, "aLICE", "someone.else@example.com")
+    async with db.read() as conn:
+        assert await user_queries.count_users(conn) == 1
+
+
+async def test_emails_differing_only_in_case_are_refused_by_the_database(db):
+    await _insert_user(db, "alice", "Alice@Example.com")
+    with pytest.raises(IntegrityError):
+        await _insert_user(db, "bob", "alice@EXAMPLE.COM")
+    async with db.read() as conn:
+        assert await user_queries.count_users(conn) == 1
+
+
+async def test_session_for_a_nonexistent_user_is_refused(db):
+    now = utcnow()
+    with pytest.raises(IntegrityError):
+        async with db.write() as conn:
+            await conn.execute(sa.insert(sessions).values(
+                id="0" * 64, user_id=987_654_321, remember=False, created_at=now,
+                last_seen_at=now, expires_at=now + timedelta(hours=1)))
+    async with db.read() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(sessions))).scalar_one() == 0
+
+
+async def test_user_with_an_unknown_role_is_refused(db):
+    with pytest.raises(IntegrityError):
+        await _insert_user(db, "mallory", "mallory@example.com", role="Superuser")
+
+
+async def test_deleting_a_user_deletes_their_sessions(db):
+    user_id = await _insert_user(db, "carol", "carol@example.com")
+    now = utcnow()
+    async with db.write() as conn:
+        await conn.execute(sa.insert(sessions).values(
+            id="1" * 64, user_id=user_id, remember=False, created_at=now,
+            last_seen_at=now, expires_at=now + timedelta(hours=1)))
+    async with db.write() as conn:
+        await conn.execute(sa.delete(users).where(users.c.id == user_id))
+    async with db.read() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(sessions))).scalar_one() == 0
+
+
+# ---- SQLite connection settings ---------------------------------------------------------
+
+async def test_sqlite_connections_use_wal_foreign_keys_busy_timeout_and_full_sync(db):
+    if not db.is_sqlite:
+        pytest.skip("SQLite PRAGMAs do not apply to PostgreSQL")
+    async with db.read() as conn:
+        async def pragma(name):
+            return (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+        assert str(await pragma("journal_mode")).lower() == "wal"
+        assert await pragma("foreign_keys") == 1
+        assert await pragma("busy_timeout") == 5000
+        assert await pragma("synchronous") == 2  # FULL
