@@ -7,6 +7,7 @@
     python run.py create-admin --username NAME --email EMAIL
     python run.py demo-data --users 1000
     python run.py schema               print the schema as SQL (what schema.sql holds)
+    python run.py audit-prune --older-than 365d
 
 Settings come from the environment: DATABASE_URL, SECRET_KEY, GATEHOUSE_ENV, HOST, PORT,
 REGISTRATION_OPEN. See README.md.
@@ -17,6 +18,7 @@ import getpass
 import os
 import secrets
 import sys
+from datetime import timedelta
 
 from web.config import Config, ConfigError
 from web.db import Database
@@ -138,6 +140,37 @@ def cmd_demo_data(config: Config, args) -> int:
     return 0
 
 
+DURATION_UNITS = {"d": "days", "h": "hours"}
+
+
+def duration(text: str) -> timedelta:
+    """'365d' or '12h' as a timedelta (for argparse)."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in DURATION_UNITS or not number.isdigit() or int(number) < 1:
+        raise argparse.ArgumentTypeError(f"use a number of days or hours such as 365d or 12h, not {text!r}")
+    return timedelta(**{DURATION_UNITS[unit]: int(number)})
+
+
+def cmd_audit_prune(config: Config, args) -> int:
+    from web import audit
+    from web.db import utcnow
+    cutoff = utcnow() - args.older_than
+
+    def shown(removed):
+        print(f"\r  {removed:,} events removed", end="", file=sys.stderr, flush=True)
+
+    async def main():
+        db = Database(config.database_url)
+        try:
+            await db.create_schema()
+            return await audit.prune(db, cutoff, progress=shown)
+        finally:
+            await db.dispose()
+    removed = asyncio.run(main())
+    print(f"\nRemoved {removed:,} audit events older than {cutoff:%Y-%m-%d %H:%M} UTC.", file=sys.stderr)
+    return 0
+
+
 def cmd_schema(config: Config, args) -> int:
     from web.schema import render_schema_sql
     sys.stdout.write(render_schema_sql())
@@ -165,6 +198,11 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=1000, help="how many (default 1000)")
     demo.set_defaults(run=cmd_demo_data)
     command("schema", "Print the schema as SQL (what schema.sql holds).").set_defaults(run=cmd_schema)
+    prune = command("audit-prune", "Delete audit events older than a given age, in batches; "
+                    "the prune itself is recorded.")
+    prune.add_argument("--older-than", type=duration, required=True, metavar="AGE",
+                       help="age such as 365d (days) or 12h (hours)")
+    prune.set_defaults(run=cmd_audit_prune)
     return top
 
 

@@ -61,6 +61,16 @@
     });
   }
 
+  // Times arrive in UTC (exact value in the title); show them in the viewer's own zone.
+  function localTimes(root) {
+    (root || document).querySelectorAll("time[datetime]:not([data-local])").forEach(function (el) {
+      var when = new Date(el.dateTime);
+      if (isNaN(when)) return;
+      el.setAttribute("data-local", "");
+      el.textContent = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    });
+  }
+
   document.addEventListener("toast", function (event) {
     (event.detail.items || []).forEach(showToast);
   });
@@ -68,6 +78,7 @@
   // After a navigation swapped the whole page the old focus is gone: land on the new content.
   document.addEventListener("htmx:afterSettle", function (event) {
     adoptServerToasts();
+    localTimes();
     if (event.detail.target === document.body && !document.activeElement.matches("[autofocus]")) {
       var target = document.querySelector("[autofocus]") || document.getElementById("main");
       if (target) target.focus();
@@ -80,5 +91,5 @@
     window.location.reload();
   });
 
-  document.addEventListener("DOMContentLoaded", function () { adoptServerToasts(); });
+  document.addEventListener("DOMContentLoaded", function () { adoptServerToasts(); localTimes(); });
 })();

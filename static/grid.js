@@ -1,5 +1,8 @@
-// The users table from the keyboard: the WAI-ARIA grid pattern with one Tab stop (a roving
-// tabindex on the rows), bound by data attributes. Shortcuts are ignored while typing.
+// Tables from the keyboard (the users table, the audit log): the WAI-ARIA grid pattern with
+// one Tab stop (a roving tabindex on the rows), bound by data attributes:
+//   [data-grid] the table, [data-grid-region] what htmx reloads, [data-grid-search] the field
+//   `/` focuses, dialog[data-grid-help] the `?` help, [data-action=…] and [data-page=…] links.
+// Shortcuts are ignored while typing.
 (function () {
   "use strict";
 
@@ -9,6 +12,7 @@
   function grid() { return document.querySelector("[data-grid]"); }
   function rows() { return Array.prototype.slice.call(document.querySelectorAll("[data-grid] tbody tr[data-row]")); }
   function rowOf(el) { return el && el.closest ? el.closest("tr[data-row]") : null; }
+  function helpDialog() { return document.querySelector("dialog[data-grid-help]"); }
   function isTyping(el) { return el && el.matches && el.matches("input, select, textarea, [contenteditable]"); }
   function click(selector, root) {
     var el = (root || document).querySelector(selector);
@@ -111,7 +115,7 @@
       return;
     }
     if (target.closest("[data-action=help]")) {
-      document.getElementById("help-dialog").showModal();
+      helpDialog().showModal();
       return;
     }
     var dialog = target.closest("dialog");
@@ -149,15 +153,18 @@
       return;  // Tab, Enter and typing work as in any form
     }
     if (isTyping(target)) {
-      if (key === "Escape" && target.id === "users-q") { event.preventDefault(); focusRow(rows()[0]); }
+      if (key === "Escape" && target.matches("[data-grid-search]")) { event.preventDefault(); focusRow(rows()[0]); }
       return;
     }
 
     var handled = true;
-    if (key === "/") document.getElementById("users-q").focus();
-    else if (key === "?") document.getElementById("help-dialog").showModal();
+    if (key === "/") document.querySelector("[data-grid-search]").focus();
+    else if (key === "?") helpDialog().showModal();
     else if (key === "n") click("[data-action=new]");
-    else if (/^[1-6]$/.test(key)) { pendingFocus = { index: 0 }; click("[data-sort='" + key + "']"); }
+    else if (/^[1-9]$/.test(key) && document.querySelector("[data-sort='" + key + "']")) {
+      pendingFocus = { index: 0 };
+      click("[data-sort='" + key + "']");
+    }
     else if (key === "PageDown") { pendingFocus = { index: 0 }; handled = click("[data-page=next]"); }
     else if (key === "PageUp") { pendingFocus = { index: 0 }; handled = click("[data-page=prev]"); }
     else if (!row) {
@@ -169,6 +176,7 @@
     else if (key === "Home") focusRow(rows()[0]);
     else if (key === "End") focusRow(rows()[rows().length - 1]);
     else if (key === "Enter" || key === "F2") click("[data-action=edit]", row);
+    else if (key === "h") click("[data-action=history]", row);
     else if (key === "Delete") openDelete(row);
     else if (key === "x" || key === "X" || key === " ") toggleSelection(row, event.shiftKey);
     else handled = false;
@@ -182,10 +190,10 @@
     ensureTabStop();
     countSelection();
     var swapped = event.detail.elt && event.detail.elt.isConnected ? event.detail.elt : null;
-    if (target && target.id === "users-rows") {          // a new-user row was inserted
+    if (target && target.matches("[data-grid] tbody")) {   // a new row was inserted
       var created = document.getElementById("user-new");
       if (created) focusEditor(created);
-    } else if (target && target.id === "users-table") { // the table was reloaded
+    } else if (target && target.matches("[data-grid-region]")) { // the table was reloaded
       var focusLost = !document.activeElement || document.activeElement === document.body || !document.activeElement.isConnected;
       if (pendingFocus) {
         var all = rows();
@@ -196,7 +204,8 @@
         focusRow(rows()[0]);
       }
     } else {
-      var row = swapped && rowOf(swapped) || (target && target.id && target.id.indexOf("user-") === 0 ? document.getElementById(target.id) : null);
+      var row = swapped && rowOf(swapped) || (target && target.id ? document.getElementById(target.id) : null);
+      row = row && row.matches("tr[data-row]") ? row : null;
       row = row || document.querySelector("[data-grid] tr[data-editing]");
       if (!row) return;
       if (row.hasAttribute("data-editing")) focusEditor(row);

@@ -222,6 +222,7 @@ async def test_users_page_has_no_serious_accessibility_violations(live_server, b
     await page.keyboard.press("?")  # typed into the field: shortcuts wait while typing
     await expect(page.locator("#help-dialog")).to_be_hidden()
     await page.keyboard.press("Escape")
+    await expect(focused_row(page)).to_have_count(1)
     await page.keyboard.press("?")
     await expect(page.locator("#help-dialog")).to_be_visible()
     assert await axe_violations(page) == []

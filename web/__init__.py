@@ -33,13 +33,16 @@ def create_app(config: Config | None = None) -> Quart:
     app.db = Database(config.database_url)
     QuartAuth(app)
 
-    from . import access, auth, errors, health, pages, profile, render, security, users
+    from . import access, audit_log, auth, errors, health, pages, profile, render, security, users
     security.init_app(app)
     app.after_request(render.toasts_to_header)
     access.init_app(app)
     errors.init_app(app)
-    for module in (pages, health, auth, profile, users):
+    for module in (pages, health, auth, profile, users, audit_log):
         app.register_blueprint(module.bp)
+    if config.bench:
+        from . import bench
+        app.register_blueprint(bench.bp)
 
     @app.after_serving
     async def close_database():

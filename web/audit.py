@@ -3,7 +3,7 @@ from typing import NamedTuple
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from .db import utcnow
 from .tables import audit_events
@@ -42,3 +42,22 @@ async def recent_from(conn, action: str, ip: str, within: timedelta) -> tuple[in
         audit_events.c.ip == ip)
     count, oldest = (await conn.execute(query)).one()
     return count, oldest
+
+
+async def prune(db, cutoff, batch: int = 5000, progress=None) -> int:
+    """Deletes events older than `cutoff` in batches (short write locks), then records the prune."""
+    removed = 0
+    while True:
+        async with db.write() as conn:
+            ids = select(audit_events.c.id).where(audit_events.c.occurred_at < cutoff).limit(batch)
+            count = (await conn.execute(delete(audit_events).where(
+                audit_events.c.id.in_(ids.scalar_subquery())))).rowcount
+        removed += count
+        if progress:
+            progress(removed)
+        if count < batch:
+            break
+    async with db.write() as conn:
+        await record(conn, "prune", "audit", None, actor=Actor(None, "run.py"),
+                     changes={"removed": [None, removed], "older_than": [None, cutoff.isoformat(timespec="seconds")]})
+    return removed

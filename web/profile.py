@@ -1,10 +1,13 @@
 """A signed-in person's own pages: the dashboard and the profile with its sessions."""
+from datetime import timedelta
+
 from quart import Blueprint, current_app, g
 from sqlalchemy import select, update
 
 from . import audit, passwords, sessions, user_queries
 from .auth import client_ip, form_fields
 from .access import signed_in
+from .audit_table import CHANGES, View, counts_since
 from .db import utcnow
 from .render import render, toast
 from .tables import audit_events, users
@@ -24,10 +27,20 @@ async def recent_activity(conn, user_id: int):
 @bp.get("/dashboard")
 @signed_in
 async def dashboard():
+    since = utcnow() - timedelta(hours=24)
     async with current_app.db.read() as conn:
         account = await user_queries.get_user(conn, g.user.id)
         events = await recent_activity(conn, g.user.id)
-    return await render("profile/dashboard.html", account=account, events=events)
+        counts = await counts_since(conn, since) if g.user.role == "Admin" else None
+    stats = None
+    if counts is not None:
+        window = View(since=since.isoformat(timespec="minutes"))
+        stats = [
+            ("Logins", counts.get("login", 0), window.url(action=("login",))),
+            ("Failed logins", counts.get("login_failed", 0), window.url(action=("login_failed",))),
+            ("Changes", sum(counts.get(a, 0) for a in CHANGES), window.url(action=CHANGES)),
+        ]
+    return await render("profile/dashboard.html", account=account, events=events, stats=stats)
 
 
 async def profile_page(status=200, **context):

@@ -1,0 +1,164 @@
+"""The audit log's queries: combinable filters, newest first, keyset pagination.
+
+Rows are ordered by (occurred_at, id) descending; every filter has an index that starts
+with its column and continues with occurred_at (see tables.py).
+"""
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+
+from sqlalchemy import func, select, tuple_
+
+from . import keyset
+from .tables import audit_events, users
+
+PAGE_SIZE = 50
+ACTIONS = ("create", "update", "delete", "restore", "register", "login", "login_failed", "logout",
+           "password_change", "session_end", "export", "prune")
+CHANGES = ("create", "update", "delete", "restore")
+TARGET_TYPES = ("user", "audit")
+
+
+def parse_when(text: str) -> datetime | None:
+    """A date or date-and-time from a form or link, read as UTC; None when it is not one."""
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class View:
+    """What the log shows; every field is in the URL."""
+    actor: str = ""
+    action: tuple[str, ...] = ()
+    target_type: str = ""
+    target_id: str = ""
+    since: str = ""
+    until: str = ""
+    after: str = ""
+    before: str = ""
+    page: int = 1
+
+    @classmethod
+    def from_args(cls, args) -> "View":
+        actions = tuple(a for a in args.getlist("action") if a in ACTIONS)
+        target_id = args.get("target_id", "").strip()
+        try:
+            page = max(1, int(args.get("page", "1")))
+        except ValueError:
+            page = 1
+        return cls(
+            actor=args.get("actor", "").strip()[:32],
+            action=actions,
+            target_type=args.get("target_type", "") if args.get("target_type") in TARGET_TYPES else "",
+            target_id=target_id if target_id.isdigit() and len(target_id) < 10 else "",
+            since=args.get("since", "")[:19] if parse_when(args.get("since", "")[:19]) else "",
+            until=args.get("until", "")[:19] if parse_when(args.get("until", "")[:19]) else "",
+            after=args.get("after", "")[:200],
+            before=args.get("before", "")[:200] if not args.get("after") else "",
+            page=page,
+        )
+
+    def params(self, **changes) -> list[tuple[str, str]]:
+        view = replace(self, **changes)
+        pairs = []
+        for key, value in vars(view).items():
+            if key == "action":
+                pairs.extend(("action", a) for a in value)
+            elif value and (key, value) != ("page", 1):
+                pairs.append((key, str(value)))
+        return pairs
+
+    def url(self, path: str = "/audit", **changes) -> str:
+        query = urlencode(self.params(**changes))
+        return path + ("?" + query if query else "")
+
+    def export_url(self) -> str:
+        return self.url("/audit.csv", after="", before="", page=1)
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.actor or self.action or self.target_type or self.target_id or self.since or self.until)
+
+
+async def conditions(conn, view: View) -> list | None:
+    """The WHERE clauses of a view; None when it can match nothing (an unknown actor)."""
+    where = []
+    if view.actor:
+        actor_id = (await conn.execute(select(users.c.id).where(
+            func.lower(users.c.username) == view.actor.lower()))).scalar()
+        if actor_id is None:
+            return None
+        where.append(audit_events.c.actor_id == actor_id)
+    if view.action:
+        where.append(audit_events.c.action.in_(view.action))
+    if view.target_type:
+        where.append(audit_events.c.target_type == view.target_type)
+    if view.target_id:
+        where.append(audit_events.c.target_id == int(view.target_id))
+    if since := parse_when(view.since):
+        where.append(audit_events.c.occurred_at >= since)
+    if until := parse_when(view.until):
+        # A bare date means the whole of that day.
+        where.append(audit_events.c.occurred_at < (until + timedelta(days=1) if len(view.until) == 10 else until))
+    return where
+
+
+ORDER_KEY = tuple_(audit_events.c.occurred_at, audit_events.c.id)
+
+
+@dataclass
+class Page:
+    rows: list
+    number: int
+    prev_url: str | None
+    next_url: str | None
+    first_url: str | None
+
+
+def _cursor(row) -> str:
+    return keyset.encode_cursor(row.occurred_at.isoformat(), row.id)
+
+
+async def load_page(conn, view: View) -> Page:
+    where = await conditions(conn, view)
+    if where is None:
+        return Page([], 1, None, None, None)
+    backwards = bool(view.before)
+    cursor = keyset.decode_cursor(view.before or view.after, datetime.fromisoformat) \
+        if (view.before or view.after) else None
+    if cursor:
+        where.append(ORDER_KEY > tuple_(*cursor) if backwards else ORDER_KEY < tuple_(*cursor))
+    order = (audit_events.c.occurred_at.asc(), audit_events.c.id.asc()) if backwards \
+        else (audit_events.c.occurred_at.desc(), audit_events.c.id.desc())
+    rows = (await conn.execute(select(audit_events).where(*where).order_by(*order).limit(PAGE_SIZE + 1))).all()
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    if backwards:
+        rows.reverse()
+        has_prev, has_next = more, True
+    else:
+        has_prev, has_next = cursor is not None, more
+    number = view.page if has_prev else 1
+    return Page(
+        rows=rows, number=number,
+        prev_url=view.url(before=_cursor(rows[0]), after="", page=number - 1) if has_prev and rows else None,
+        next_url=view.url(after=_cursor(rows[-1]), before="", page=number + 1) if has_next and rows else None,
+        first_url=view.url(after="", before="", page=1) if has_prev else None,
+    )
+
+
+async def export_query(conn, view: View):
+    """Every event of the view, newest first, for a streamed export; None if none can match."""
+    where = await conditions(conn, view)
+    if where is None:
+        return None
+    return select(audit_events).where(*where).order_by(audit_events.c.occurred_at.desc(), audit_events.c.id.desc())
+
+
+async def counts_since(conn, since: datetime) -> dict[str, int]:
+    """Events per action since a moment, for the dashboard."""
+    query = (select(audit_events.c.action, func.count()).where(audit_events.c.occurred_at >= since)
+             .group_by(audit_events.c.action))
+    return dict((await conn.execute(query)).all())
