@@ -78,7 +78,8 @@ def _without_expression_index_rewrites(diffs: list) -> list:
             if not (isinstance(d, tuple) and d[0] in {"add_index", "remove_index"} and d[1].name in spurious)]
 
 
-async def test_created_database_matches_metadata(db):
+async def schema_diffs(db) -> list:
+    """What alembic's autogenerate finds different between the database and web/tables.py."""
     def compare(sync_conn):
         # compare_type: column types. compare_server_default only on PostgreSQL: on SQLite
         # alembic reports a spurious 'modify_default' for every server_default="" column
@@ -96,7 +97,19 @@ async def test_created_database_matches_metadata(db):
             return compare_metadata(context, metadata)
 
     async with db.read() as conn:
-        diffs = _without_expression_index_rewrites(await conn.run_sync(compare))
+        return _without_expression_index_rewrites(await conn.run_sync(compare))
+
+
+async def reflected_indexes(db) -> dict[str, dict[str, str]]:
+    """{table: {index name: normalised definition}} for every table of the metadata."""
+    async with db.read() as conn:
+        return {table.name: {name: _normalised(sql) for name, sql in
+                             (await conn.run_sync(_reflected_indexes, table.name)).items()}
+                for table in metadata.sorted_tables}
+
+
+async def test_created_database_matches_metadata(db):
+    diffs = await schema_diffs(db)
     assert diffs == [], f"the database the app created differs from web/tables.py: {diffs}"
 
 

@@ -1,11 +1,18 @@
 """The database: engine, connection settings, and schema set-up."""
+import warnings
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .tables import ROLES, metadata, roles
+from .config import ROOT
+from .tables import ROLES, roles
+
+MIGRATIONS = ROOT / "migrations"
+# The revision of a database made by create_all before migrations existed, told apart by
+# an index revision 0002 added.
+UNVERSIONED = (("ix_users_active", "0002"), (None, "0001"))
 
 ROLE_DESCRIPTIONS = {
     "Admin": "Everything, including roles and other Admins",
@@ -64,10 +71,27 @@ class Database:
                 yield conn
 
     async def create_schema(self) -> None:
-        """Create missing tables and the roles; safe to run again."""
+        """Migrate the schema to the newest revision and add missing roles; safe to run again.
+
+        A new database gets every migration; an older one is upgraded in place. All of it
+        runs in one write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory
+        lock), so two processes starting at once migrate one after the other."""
+        await self.migrate("head")
         async with self.write() as conn:
-            await conn.run_sync(metadata.create_all)
             await ensure_roles(conn)
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to `revision` ("head", "0001", ...)."""
+        async with self.write() as conn:
+            if not self.is_sqlite:
+                await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7273620)")  # any fixed key
+            await conn.run_sync(_upgrade, revision)
+
+    async def revision(self) -> str | None:
+        """The schema revision the database is at (None before any migration)."""
+        from alembic.migration import MigrationContext
+        async with self.read() as conn:
+            return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
 
     async def ping(self) -> None:
         async with self.read() as conn:
@@ -75,6 +99,30 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def alembic_config(connection=None):
+    """Alembic's configuration, in code: the scripts in migrations/, run on `connection`."""
+    from alembic.config import Config as AlembicConfig
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(sync_conn, revision: str) -> None:
+    from alembic import command
+    from alembic.migration import MigrationContext
+    config = alembic_config(sync_conn)
+    if MigrationContext.configure(sync_conn).get_current_revision() is None:
+        tables = inspect(sync_conn).get_table_names()
+        if "users" in tables:
+            # Made by metadata.create_all before migrations existed: record what it holds.
+            with warnings.catch_warnings():  # SQLite skips expression indexes, and says so
+                warnings.simplefilter("ignore")
+                indexes = {index["name"] for index in inspect(sync_conn).get_indexes("users")}
+            command.stamp(config, next(rev for name, rev in UNVERSIONED if name is None or name in indexes))
+    command.upgrade(config, revision)
 
 
 async def ensure_roles(conn: AsyncConnection) -> None:
