@@ -8,6 +8,7 @@
     python run.py demo-data --users 1000
     python run.py schema               print the schema as SQL (what schema.sql holds)
     python run.py audit-prune --older-than 365d
+    python run.py users-purge --older-than 30d
 
 Settings come from the environment: DATABASE_URL, SECRET_KEY, GATEHOUSE_ENV, HOST, PORT,
 REGISTRATION_OPEN. See README.md.
@@ -171,6 +172,28 @@ def cmd_audit_prune(config: Config, args) -> int:
     return 0
 
 
+def cmd_users_purge(config: Config, args) -> int:
+    from web import audit, user_queries
+    from web.db import utcnow
+    cutoff = utcnow() - args.older_than
+
+    async def main():
+        db = Database(config.database_url)
+        try:
+            await db.create_schema()
+            async with db.write() as conn:
+                gone = await user_queries.purge_deleted(conn, cutoff)
+                for row in gone:
+                    await audit.record(conn, "purge", "user", row.id, actor=audit.Actor(None, "run.py"),
+                                       changes={"username": [row.username, None]})
+            return gone
+        finally:
+            await db.dispose()
+    gone = asyncio.run(main())
+    print(f"Purged {len(gone):,} users deleted before {cutoff:%Y-%m-%d %H:%M} UTC.", file=sys.stderr)
+    return 0
+
+
 def cmd_schema(config: Config, args) -> int:
     from web.schema import render_schema_sql
     sys.stdout.write(render_schema_sql())
@@ -203,6 +226,10 @@ def parser() -> argparse.ArgumentParser:
     prune.add_argument("--older-than", type=duration, required=True, metavar="AGE",
                        help="age such as 365d (days) or 12h (hours)")
     prune.set_defaults(run=cmd_audit_prune)
+    purge = command("users-purge", "Remove for good the users deleted (soft) longer ago than a given age.")
+    purge.add_argument("--older-than", type=duration, required=True, metavar="AGE",
+                       help="age such as 30d (days) or 12h (hours)")
+    purge.set_defaults(run=cmd_users_purge)
     return top
 
 

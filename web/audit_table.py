@@ -14,7 +14,7 @@ from .tables import audit_events, users
 
 PAGE_SIZE = 50
 ACTIONS = ("create", "update", "delete", "restore", "register", "login", "login_failed", "logout",
-           "password_change", "session_end", "export", "prune")
+           "password_change", "session_end", "export", "prune", "purge")
 CHANGES = ("create", "update", "delete", "restore")
 TARGET_TYPES = ("user", "audit")
 

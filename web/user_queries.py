@@ -1,5 +1,5 @@
 """Queries about user accounts, shared by registration, login, the CLI and the admin table."""
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from .db import utcnow
 from .tables import users
@@ -68,3 +68,13 @@ async def update_if_current(conn, user_id: int, version: int, values: dict) -> b
         update(users).where(users.c.id == user_id, users.c.version == version, users.c.deleted_at.is_(None))
         .values(**values, updated_at=utcnow(), version=users.c.version + 1))
     return result.rowcount == 1
+
+
+async def purge_deleted(conn, cutoff) -> list:
+    """Removes for good the users soft-deleted before `cutoff` (their undo window is long
+    past); returns (id, username) of each."""
+    gone = (await conn.execute(select(users.c.id, users.c.username).where(
+        users.c.deleted_at.is_not(None), users.c.deleted_at < cutoff))).all()
+    if gone:
+        await conn.execute(delete(users).where(users.c.id.in_([row.id for row in gone])))
+    return gone
