@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""Gatehouse's benchmark: the real server on a fresh database, driven by wrk over loopback.
+
+    .venv/bin/python bench/run.py                       # 100,000 users, SQLite, 1 worker
+    .venv/bin/python bench/run.py --workers 2 --database-url postgresql+asyncpg://…/empty_db
+    .venv/bin/python bench/run.py --users 2000 --duration 2 --smoke   # the plumbing only
+
+It creates the database with `run.py demo-data` and an admin with `run.py create-admin`,
+starts `run.py serve` with GATEHOUSE_BENCH=1 (which adds the ceiling endpoint), logs in,
+runs each scenario with wrk (bench/*.lua carry the cookie and the CSRF header), prints a
+table, writes bench/results/<timestamp>.json, and stops the server. See docs/PERFORMANCE.md.
+"""
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import urlencode
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+ADMIN = "benchadmin"
+TARGETS = {  # share of the ceiling's requests/s, or an absolute limit
+    "table_deep": 0.30, "search": 0.25, "save": 0.10,
+    "storm_p99_ratio": 3.0, "rss_mb": 150, "first_load_kb": 60,
+}
+SEARCH = "ada"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---- a tiny HTTP/1.1 client that also counts the bytes on the wire ----------------------
+
+class Reply:
+    def __init__(self, raw: bytes):
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
+        if self.header("transfer-encoding") == "chunked":
+            body = dechunk(body)
+        self.wire_bytes = len(raw)
+        self.raw_body = body
+        self.body = gzip.decompress(body) if self.header("content-encoding") == "gzip" else body
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return default
+
+    def cookies(self) -> dict:
+        jar = {}
+        for key, value in self.headers:
+            if key.lower() == "set-cookie":
+                for name, morsel in SimpleCookie(value).items():
+                    jar[name] = morsel.value
+        return jar
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+def dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2:]
+    return bytes(out)
+
+
+def request_bytes(method: str, port: int, path: str, headers: dict, body: bytes) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def http(port: int, method: str, path: str, headers: dict | None = None, form: dict | None = None) -> Reply:
+    headers = dict(headers or {})
+    body = b""
+    if form is not None:
+        body = urlencode(form).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request_bytes(method, port, path, headers, body))
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return Reply(b"".join(chunks))
+
+
+async def http_async(port: int, method: str, path: str, headers: dict, form: dict | None = None) -> Reply:
+    headers = dict(headers)
+    body = b""
+    if form is not None:
+        body = urlencode(form).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request_bytes(method, port, path, headers, body))
+        await writer.drain()
+        return Reply(await reader.read())
+    finally:
+        writer.close()
+
+
+def cookie_header(jar: dict) -> str:
+    return "; ".join(f"{k}={v}" for k, v in jar.items())
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+# ---- the database, the server, the session ------------------------------------------------
+
+def run_cli(env: dict, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env, input=stdin,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"run.py {' '.join(args)} failed:\n{result.stderr}")
+    return result.stderr
+
+
+async def pick_rows(database_url: str, save_rows: int, storm_users: int) -> dict:
+    """Rows for the save scenario, accounts for the login storm, and a deep page's cursor."""
+    from sqlalchemy import func, select
+    from web.db import Database
+    from web.tables import users
+    from web.user_table import SORTS, View, encode_cursor
+    db = Database(database_url)
+    try:
+        async with db.read() as conn:
+            customers = (await conn.execute(
+                select(users.c.id, users.c.username, users.c.version)
+                .where(users.c.role == "Customer", users.c.active.is_(True), users.c.deleted_at.is_(None))
+                .order_by(users.c.id))).all()
+            total = (await conn.execute(select(func.count()).select_from(users))).scalar_one()
+            deep_index = int(total * 0.8)
+            sort = SORTS["username"]
+            before_deep = (await conn.execute(
+                select(users.c.id, users.c.username).where(users.c.deleted_at.is_(None))
+                .order_by(sort.key).offset(deep_index - 1).limit(1))).first()
+    finally:
+        await db.dispose()
+    storm, rest = customers[:storm_users], customers[storm_users:]
+    step = max(1, len(rest) // save_rows)
+    page = deep_index // 50 + 1
+    return {
+        "storm": [row.username for row in storm],
+        "save": [(row.id, row.version) for row in rest[::step][:save_rows]],
+        "deep_url": View(after=encode_cursor(sort, before_deep), page=page).url(),
+        "deep_page": page,
+        "total": total,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`run.py serve` (which execs Hypercorn) in its own process group."""
+
+    def __init__(self, env: dict, port: int, workers: int, log_path: Path):
+        self.port = port
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "run.py", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", str(workers)],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_until_up(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"the server exited with {self.process.returncode}; see {self.log.name}")
+            try:
+                if http(self.port, "GET", "/healthz").status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit("the server did not come up in time")
+
+    def workers(self) -> list[int]:
+        """Hypercorn's worker processes: the children of the master (run.py exec'd into it)."""
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid and b"multiprocessing.spawn" in (stat.parent / "cmdline").read_bytes():
+                children.append(int(stat.parent.name))  # not the resource tracker
+        return children or [self.process.pid]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # anything left in the group (a worker that outlived its master)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self.log.close()
+
+
+def peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def log_in(port: int, identifier: str, password: str) -> dict:
+    """Cookies of a fresh signed-in session, plus the CSRF token its pages carry."""
+    page = http(port, "GET", "/login")
+    jar = page.cookies()
+    reply = http(port, "POST", "/login", {"Cookie": cookie_header(jar)}, form={
+        "identifier": identifier, "password": password, "next": "/users",
+        "csrf_token": CSRF_RE.search(page.text).group(1)})
+    if reply.status != 303:
+        raise SystemExit(f"logging in as {identifier} answered {reply.status}")
+    jar.update(reply.cookies())
+    users_page = http(port, "GET", "/users", {"Cookie": cookie_header(jar)})
+    jar.update(users_page.cookies())
+    return {"cookie": cookie_header(jar), "csrf": CSRF_RE.search(users_page.text).group(1)}
+
+
+def first_load(port: int, cookie: str) -> dict:
+    """What a browser downloads for a first visit to /users: the page and what it links."""
+    headers = {"Cookie": cookie, "Accept-Encoding": "gzip, deflate, br"}
+    page = http(port, "GET", "/users", headers)
+    assets = re.findall(r'<(?:link[^>]+href|script[^>]+src)="(/static/[^"]+)"', page.text)
+    items = [("/users", page)] + [(path, http(port, "GET", path, headers)) for path in assets]
+    files = []
+    for path, reply in items:
+        files.append({"path": path, "status": reply.status, "wire_bytes": reply.wire_bytes,
+                      "body_bytes": len(reply.raw_body), "uncompressed_bytes": len(reply.body),
+                      "content_encoding": reply.header("content-encoding", ""),
+                      "cache_control": reply.header("cache-control", ""), "etag": reply.header("etag", "")})
+    return {"wire_bytes": sum(f["wire_bytes"] for f in files),
+            "uncompressed_bytes": sum(f["uncompressed_bytes"] for f in files), "files": files}
+
+
+# ---- load ----------------------------------------------------------------------------------
+
+def wrk(args, workdir: Path, name: str, path: str, script: str, env: dict) -> dict:
+    out = workdir / f"{name}.json"
+    command = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s",
+               "--timeout", "10s", "-s", str(BENCH / script), f"http://127.0.0.1:{args.port}{path}"]
+    environment = {**os.environ, "BENCH_DIR": str(BENCH), "BENCH_OUT": str(out),
+                   "BENCH_THREADS": str(args.threads), **env}
+    result = subprocess.run(command, env=environment, capture_output=True, text=True)
+    if result.returncode != 0 or not out.exists():
+        raise SystemExit(f"wrk failed for {name}:\n{result.stdout}\n{result.stderr}")
+    data = json.loads(out.read_text())
+    seconds = data["duration_us"] / 1e6
+    data.update(name=name, path=path, rps=data["requests"] / seconds if seconds else 0.0,
+                p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000)
+    return data
+
+
+class LoginStorm:
+    """`clients` concurrent clients logging in with correct passwords, in a thread of its own."""
+
+    def __init__(self, port: int, usernames: list[str], password: str):
+        self.port, self.usernames, self.password = port, usernames, password
+        self.latencies, self.failures = [], 0
+        self.started = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.main()))
+
+    async def client(self, username: str) -> None:
+        while not self.stopping.is_set():
+            begun = time.perf_counter()
+            try:
+                page = await http_async(self.port, "GET", "/login", {})
+                reply = await http_async(self.port, "POST", "/login", {"Cookie": cookie_header(page.cookies())}, {
+                    "identifier": username, "password": self.password,
+                    "csrf_token": CSRF_RE.search(page.text).group(1)})
+                ok = reply.status == 303
+            except (OSError, AttributeError, ValueError, IndexError):
+                ok = False
+            if ok:
+                self.latencies.append(time.perf_counter() - begun)
+                self.started.set()
+            else:
+                self.failures += 1
+
+    async def main(self) -> None:
+        await asyncio.gather(*(self.client(name) for name in self.usernames))
+
+    def __enter__(self):
+        self.begun = time.perf_counter()
+        self.thread.start()
+        self.started.wait(timeout=30)
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join()
+        self.seconds = time.perf_counter() - self.begun
+
+    def summary(self) -> dict:
+        ordered = sorted(self.latencies)
+
+        def pct(p):
+            return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000 if ordered else 0.0
+        return {"clients": len(self.usernames), "logins": len(ordered), "failures": self.failures,
+                "logins_per_s": len(ordered) / self.seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+def machine() -> dict:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split(" [")[0]
+    return {"cores": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "kernel": platform.release(), "wrk": wrk_version.strip()}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--users", type=int, default=100_000, help="demo users in the fresh database (default 100,000)")
+    p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
+    p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--workers", type=int, default=1, help="Hypercorn workers (default 1; use PostgreSQL for more)")
+    p.add_argument("--storm-clients", type=int, default=16, help="concurrent logins in the storm (default 16)")
+    p.add_argument("--save-rows", type=int, default=2000, help="rows the save scenario spreads over")
+    p.add_argument("--database-url", help="an EMPTY database to use instead of a fresh SQLite file")
+    p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    p.add_argument("--out", help="JSON results file (default bench/results/<timestamp>.json)")
+    p.add_argument("--smoke", action="store_true", help="check the plumbing: no targets, tagged as a smoke run")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        log("wrk is not installed: apt-get install -y wrk")
+        return 2
+    args.port = args.port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    database_url = args.database_url or f"sqlite+aiosqlite:///{workdir / 'bench.sqlite3'}"
+    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": secrets.token_urlsafe(48),
+           "GATEHOUSE_ENV": "development", "GATEHOUSE_BENCH": "1"}
+    if args.database_url:
+        asyncio.run(require_empty(database_url))
+
+    log(f"Creating {args.users:,} demo users ({'SQLite in ' + str(workdir) if not args.database_url else 'given database'})…")
+    started = time.perf_counter()
+    out = run_cli(env, "demo-data", "--users", str(args.users))
+    demo_password = re.search(r"their password is (\S+)", out).group(1)
+    admin_password = secrets.token_urlsafe(24)
+    run_cli(env, "create-admin", "--username", ADMIN, "--email", f"{ADMIN}@example.com", stdin=admin_password + "\n")
+    rows = asyncio.run(pick_rows(database_url, args.save_rows, args.storm_clients))
+    log(f"  done in {time.perf_counter() - started:.0f} s")
+    (workdir / "save-ids.txt").write_text("".join(f"{i} {v}\n" for i, v in rows["save"]))
+
+    server = Server(env, args.port, args.workers, workdir / "server.log")
+    try:
+        server.wait_until_up()
+        session = log_in(args.port, ADMIN, admin_password)
+        signed_in = {"BENCH_COOKIE": session["cookie"], "BENCH_CSRF": session["csrf"],
+                     "BENCH_ACCEPT_ENCODING": "gzip, deflate, br"}
+        fragment = {**signed_in, "BENCH_HX_TARGET": "users-table"}
+        scenarios = {}
+
+        def scenario(name, path, script="get.lua", env=None, title=None):
+            log(f"  {title or name}: {path}")
+            scenarios[name] = wrk(args, workdir, name, path, script, env or {})
+            scenarios[name]["title"] = title or name
+            return scenarios[name]
+
+        log(f"Load: wrk, {args.connections} connections, {args.threads} threads, {args.duration} s each")
+        scenario("ceiling", "/bench/ceiling", env={"BENCH_ACCEPT_ENCODING": "gzip, deflate, br"},
+                 title="ceiling (5 KB, no db)")
+        scenario("table_page1", "/users", env=fragment, title="users table, page 1")
+        scenario("table_deep", rows["deep_url"], env=fragment, title=f"users table, page {rows['deep_page']:,}")
+        scenario("search", "/users?" + urlencode({"q": SEARCH}), env=fragment, title=f"search q={SEARCH}")
+        with LoginStorm(args.port, rows["storm"], demo_password) as storm:
+            scenario("storm_table_deep", rows["deep_url"], env=fragment,
+                     title=f"table deep + {args.storm_clients} logins")
+        scenarios["storm_table_deep"]["logins"] = storm.summary()
+        scenario("save", "/users/0", script="save.lua",
+                 env={**signed_in, "BENCH_ACCEPT_ENCODING": "", "BENCH_HX_TARGET": "",
+                      "BENCH_IDS": str(workdir / "save-ids.txt")},
+                 title=f"inline save ({len(rows['save']):,} rows)")
+        load = first_load(args.port, session["cookie"])
+        workers = server.workers()
+        rss = {str(pid): peak_rss_kb(pid) for pid in workers}
+    finally:
+        server.stop()
+        log(f"Server stopped. Log and database: {workdir}")
+
+    results = {
+        "when": datetime.now().isoformat(timespec="seconds"), "smoke": args.smoke,
+        "machine": machine(),
+        "settings": {"users": rows["total"], "database": "sqlite" if not args.database_url else "given",
+                     "workers": args.workers, "connections": args.connections, "threads": args.threads,
+                     "duration_s": args.duration, "storm_clients": args.storm_clients},
+        "scenarios": scenarios, "peak_rss_kb": rss, "first_load": load, "targets": TARGETS,
+    }
+    results["checks"] = checks(results)
+    path = Path(args.out) if args.out else BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    log(f"Results: {path}")
+    if not args.database_url:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+async def require_empty(url: str) -> None:
+    from sqlalchemy import func, select
+    from web.db import Database
+    from web.tables import users
+    db = Database(url)
+    try:
+        await db.create_schema()
+        async with db.read() as conn:
+            if (await conn.execute(select(func.count()).select_from(users))).scalar_one():
+                raise SystemExit("--database-url must name an empty database: the benchmark fills it")
+    finally:
+        await db.dispose()
+
+
+def checks(r: dict) -> dict:
+    s = r["scenarios"]
+    ceiling = s["ceiling"]["rps"] or 1
+    storm_ratio = s["storm_table_deep"]["p99_ms"] / (s["table_deep"]["p99_ms"] or 1)
+    return {
+        "table_deep": {"value": s["table_deep"]["rps"] / ceiling, "target": TARGETS["table_deep"], "kind": ">="},
+        "search": {"value": s["search"]["rps"] / ceiling, "target": TARGETS["search"], "kind": ">="},
+        "save": {"value": s["save"]["saved"] / (s["save"]["duration_us"] / 1e6) / ceiling,
+                 "target": TARGETS["save"], "kind": ">="},
+        "storm_p99_ratio": {"value": storm_ratio, "target": TARGETS["storm_p99_ratio"], "kind": "<="},
+        "rss_mb": {"value": max(r["peak_rss_kb"].values()) / 1024, "target": TARGETS["rss_mb"], "kind": "<="},
+        "first_load_kb": {"value": r["first_load"]["wire_bytes"] / 1024, "target": TARGETS["first_load_kb"], "kind": "<="},
+    }
+
+
+def table(r: dict) -> str:
+    s, c = r["scenarios"], r["checks"]
+    ceiling = s["ceiling"]["rps"] or 1
+    m, st = r["machine"], r["settings"]
+    lines = [f"\nGatehouse benchmark {r['when']}{' (smoke)' if r['smoke'] else ''}: {m['cores']} cores "
+             f"{m['cpu_model']}, Python {m['python']}, {st['users']:,} users, {st['database']}, "
+             f"{st['workers']} worker(s), wrk -c{st['connections']} -t{st['threads']} -d{st['duration_s']}s",
+             f"{'scenario':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ceiling':>8}  errors / notes"]
+    for name, d in s.items():
+        notes = []
+        errors = sum(d["errors"].values())
+        if errors:
+            notes.append(f"{errors} errors {d['errors']}")
+        if name == "save":
+            notes.append(f"{d['saved']:,} saved, {d['conflicts']} conflicts (409), {d['other']} other")
+        if "logins" in d:
+            lg = d["logins"]
+            notes.append(f"{lg['logins']} logins ({lg['logins_per_s']:.1f}/s, p99 {lg['p99_ms']:.0f} ms), "
+                         f"{lg['failures']} failed; table p99 × {c['storm_p99_ratio']['value']:.2f}")
+        rps = d["saved"] / (d["duration_us"] / 1e6) if name == "save" else d["rps"]
+        lines.append(f"{d['title'][:34]:34} {rps:9,.0f} {d['p50_ms']:8.1f} {d['p99_ms']:8.1f} "
+                     f"{rps / ceiling:8.1%}  {'; '.join(notes)}")
+    rss = ", ".join(f"{kb / 1024:.0f} MB" for kb in r["peak_rss_kb"].values())
+    fl = r["first_load"]
+    lines.append(f"peak RSS (VmHWM) of the worker(s): {rss}")
+    lines.append(f"first load of /users: {fl['wire_bytes'] / 1024:.1f} KB over the wire "
+                 f"({fl['uncompressed_bytes'] / 1024:.1f} KB uncompressed, {len(fl['files'])} responses)")
+    lines.append("targets: " + ", ".join(
+        f"{name} {v['value']:.2f} {v['kind']} {v['target']} {'ok' if ok(v) else 'MISSED'}" for name, v in c.items()))
+    return "\n".join(lines)
+
+
+def ok(check: dict) -> bool:
+    return check["value"] >= check["target"] if check["kind"] == ">=" else check["value"] <= check["target"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
