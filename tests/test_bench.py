@@ -1,0 +1,66 @@
+"""The benchmark's plumbing (bench/run.py): a short run of every scenario on a small database.
+
+Asserts that each scenario ran and produced numbers, never how fast: timings depend on the
+machine. Needs wrk (Debian package); skips without it unless REQUIRE_BROWSER=1 (as in CI).
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, skip_or_fail
+
+SCENARIOS = {"ceiling", "table_page1", "table_deep", "search", "storm_table_deep", "save"}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    if shutil.which("wrk") is None:
+        skip_or_fail("wrk is not installed (apt-get install -y wrk)", "REQUIRE_BROWSER")
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    result = subprocess.run(
+        [sys.executable, "bench/run.py", "--users", "2000", "--duration", "2", "--connections", "4",
+         "--storm-clients", "4", "--save-rows", "200", "--smoke", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text()), result.stdout
+
+
+def test_every_scenario_ran_without_errors(smoke_run):
+    results, _ = smoke_run
+    assert set(results["scenarios"]) == SCENARIOS
+    for name, scenario in results["scenarios"].items():
+        assert scenario["requests"] > 0, name
+        assert scenario["rps"] > 0 and scenario["p99_ms"] >= scenario["p50_ms"] > 0, name
+        assert sum(scenario["errors"].values()) == 0, (name, scenario["errors"])
+
+
+def test_saves_keep_versions_valid(smoke_run):
+    save = smoke_run[0]["scenarios"]["save"]
+    assert save["saved"] > 0
+    assert save["conflicts"] == 0 and save["other"] == 0
+
+
+def test_login_storm_logged_people_in(smoke_run):
+    logins = smoke_run[0]["scenarios"]["storm_table_deep"]["logins"]
+    assert logins["logins"] > 0 and logins["failures"] == 0
+
+
+def test_memory_and_first_load_are_measured(smoke_run):
+    results, _ = smoke_run
+    assert all(kb > 0 for kb in results["peak_rss_kb"].values())
+    load = results["first_load"]
+    paths = [f["path"] for f in load["files"]]
+    assert paths[0] == "/users" and any(p.endswith(".js") for p in paths) and any(p.endswith(".css") for p in paths)
+    assert all(f["status"] == 200 for f in load["files"])
+    assert load["wire_bytes"] > 0
+
+
+def test_prints_a_table_and_leaves_no_server_running(smoke_run):
+    results, stdout = smoke_run
+    assert "ceiling" in stdout and "first load of /users" in stdout
+    for pid in results["peak_rss_kb"]:
+        assert not Path(f"/proc/{pid}").exists()
