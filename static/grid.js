@@ -195,7 +195,9 @@
       if (created) focusEditor(created);
     } else if (target && target.matches("[data-grid-region]")) { // the table was reloaded
       var focusLost = !document.activeElement || document.activeElement === document.body || !document.activeElement.isConnected;
-      if (pendingFocus) {
+      if (!focusLost && isTyping(document.activeElement)) {
+        pendingFocus = null;  // the person moved on to a field meanwhile: leave them there
+      } else if (pendingFocus) {
         var all = rows();
         var byId = pendingFocus.id && document.getElementById("user-" + pendingFocus.id);
         focusRow(byId || all[Math.min(pendingFocus.index || 0, all.length - 1)]);
