@@ -59,6 +59,8 @@ CREATE INDEX ix_users_active ON users (active, id);
 
 CREATE INDEX ix_users_created_at ON users (created_at, id);
 
+CREATE INDEX ix_users_deleted_at ON users (deleted_at) WHERE deleted_at IS NOT NULL;
+
 CREATE INDEX ix_users_last_login ON users (coalesce(last_login_at, '1970-01-01 00:00:00.000000'), id);
 
 CREATE INDEX ix_users_role ON users (role, id);
@@ -141,6 +143,8 @@ CREATE TABLE users (
 CREATE INDEX ix_users_active ON users (active, id);
 
 CREATE INDEX ix_users_created_at ON users (created_at, id);
+
+CREATE INDEX ix_users_deleted_at ON users (deleted_at) WHERE deleted_at IS NOT NULL;
 
 CREATE INDEX ix_users_last_login ON users (coalesce(last_login_at, '1970-01-01 00:00:00.000000'), id);
 

@@ -33,7 +33,8 @@ def create_app(config: Config | None = None) -> Quart:
     app.db = Database(config.database_url)
     QuartAuth(app)
 
-    from . import access, audit_log, auth, errors, health, pages, profile, render, security, users
+    from . import access, audit_log, auth, compress, errors, health, pages, profile, render, security, users
+    compress.init_app(app)  # first registered, so it runs after the other after_request hooks
     security.init_app(app)
     app.after_request(render.toasts_to_header)
     access.init_app(app)
