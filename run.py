@@ -7,6 +7,8 @@
     python run.py create-admin --username NAME --email EMAIL
     python run.py demo-data --users 1000
     python run.py schema               print the schema as SQL (what schema.sql holds)
+    python run.py backup PATH          copy the live SQLite database (PostgreSQL: pg_dump)
+    python run.py restore PATH         put a backup back (stop the server first)
     python run.py audit-prune --older-than 365d
     python run.py users-purge --older-than 30d
 
@@ -19,6 +21,7 @@ import getpass
 import os
 import secrets
 import sys
+from pathlib import Path
 from datetime import timedelta
 
 from web.config import Config, ConfigError
@@ -194,6 +197,31 @@ def cmd_users_purge(config: Config, args) -> int:
     return 0
 
 
+def cmd_backup(config: Config, args) -> int:
+    from web.backup import BackupError, backup, sqlite_file
+    try:
+        counts = backup(sqlite_file(config.database_url), args.path)
+    except BackupError as error:
+        print(f"Backup refused: {error}", file=sys.stderr)
+        return 2 if "pg_dump" in str(error) else 1
+    print(f"Backed up to {args.path}: {counts['users']:,} users, {counts['audit_events']:,} audit events; "
+          "integrity check ok.", file=sys.stderr)
+    return 0
+
+
+def cmd_restore(config: Config, args) -> int:
+    from web.backup import BackupError, restore, sqlite_file
+    try:
+        database = sqlite_file(config.database_url)
+        counts = restore(args.path, database)
+    except BackupError as error:
+        print(f"Restore refused: {error}", file=sys.stderr)
+        return 2 if "pg_dump" in str(error) else 1
+    print(f"Restored {database} from {args.path}: {counts['users']:,} users, {counts['audit_events']:,} "
+          f"audit events. The replaced database is kept as {database.name}.before-restore.", file=sys.stderr)
+    return 0
+
+
 def cmd_schema(config: Config, args) -> int:
     from web.schema import render_schema_sql
     sys.stdout.write(render_schema_sql())
@@ -221,6 +249,13 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=1000, help="how many (default 1000)")
     demo.set_defaults(run=cmd_demo_data)
     command("schema", "Print the schema as SQL (what schema.sql holds).").set_defaults(run=cmd_schema)
+    backup = command("backup", "Copy the SQLite database to PATH while the server runs (consistent, checked); "
+                     "for PostgreSQL use pg_dump.")
+    backup.add_argument("path", type=Path, metavar="PATH")
+    backup.set_defaults(run=cmd_backup)
+    restore = command("restore", "Replace the SQLite database with the backup at PATH; stop the server first.")
+    restore.add_argument("path", type=Path, metavar="PATH")
+    restore.set_defaults(run=cmd_restore)
     prune = command("audit-prune", "Delete audit events older than a given age, in batches; "
                     "the prune itself is recorded.")
     prune.add_argument("--older-than", type=duration, required=True, metavar="AGE",

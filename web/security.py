@@ -3,10 +3,12 @@ import hmac
 import secrets
 
 from quart import abort, current_app, g, request, session
+from werkzeug.routing import IntegerConverter
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
+INT32_MAX = 2**31 - 1  # users.id, users.version, audit target ids: INTEGER columns
 
 CSP = "; ".join([
     "default-src 'self'",
@@ -68,7 +70,33 @@ async def add_headers(response):
     return response
 
 
+NUL_REFUSED = ("The text sent contains a NUL character (\\0), which cannot be stored. "
+               "Remove it and try again.")
+
+
+async def refuse_nul():
+    """PostgreSQL text cannot hold NUL (SQLite would store it and cut it short elsewhere):
+    refuse it in any query argument, form field or path segment, before anything uses it."""
+    form = await request.form if request.method not in SAFE_METHODS else {}
+    items = [*request.args.items(multi=True), *(form.items(multi=True) if form else ()),
+             *((request.view_args or {}).items())]
+    if any("\0" in key or (isinstance(value, str) and "\0" in value) for key, value in items):
+        abort(422, NUL_REFUSED)
+
+
+class Int32Converter(IntegerConverter):
+    """<int:...> in routes, bounded to the database's INTEGER: a larger id in a URL is a
+    404, not an overflow error in the driver."""
+
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("max", INT32_MAX)
+        super().__init__(map, *args, **kwargs)
+
+
 def init_app(app):
+    # Before any blueprint adds its routes, which compile their converters then.
+    app.url_map.converters["int"] = Int32Converter
+    app.before_request(refuse_nul)
     app.before_request(check_csrf)
     app.after_request(add_headers)
     app.add_template_global(csrf_token)

@@ -15,6 +15,7 @@ from .access import staff
 from .auth import client_ip
 from .db import utcnow
 from .render import go, is_htmx, render, toast
+from .security import INT32_MAX
 from .tables import ROLES, users
 from .user_table import COLUMNS, View, load_page
 from .validation import account_problems, normalise_email
@@ -118,9 +119,12 @@ async def posted_values(current) -> tuple[dict, dict]:
 
 def parse_version(raw: str) -> int:
     try:
-        return int(raw)
+        version = int(raw)
     except ValueError:
+        version = 0
+    if not 1 <= version <= INT32_MAX:
         abort(400, "This form is out of date. Reload the page and try again.")
+    return version
 
 
 async def would_remove_last_admin(conn, target_id: int, becomes_admin: bool) -> bool:
@@ -303,6 +307,8 @@ async def bulk():
     try:
         ids = sorted({int(i) for i in form.getlist("ids")})
     except ValueError:
+        ids = [0]
+    if not all(1 <= i <= INT32_MAX for i in ids):
         abort(400, "The selection is not valid. Reload the page and try again.")
     if action not in BULK_ACTIONS:
         abort(400, "Choose an action for the selected users.")
