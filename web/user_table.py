@@ -69,7 +69,7 @@ class View:
         )
 
     def url(self, **changes) -> str:
-        view = replace(self, **changes)
+        view = replace(self, **changes) if changes else self
         params = {k: v for k, v in vars(view).items() if v and not (k, v) in
                   {("sort", "username"), ("dir", "asc"), ("page", 1)}}
         return "/users" + ("?" + urlencode(params) if params else "")
