@@ -396,6 +396,14 @@ def main(argv=None) -> int:
 
     server = Server(env, args.port, args.workers, workdir / "server.log")
     try:
+        return run_scenarios(args, workdir, server, rows, admin_password, demo_password)
+    except BaseException:
+        log(f"Stopped early: the database and the server log are in {workdir}")
+        raise
+
+
+def run_scenarios(args, workdir, server, rows, admin_password, demo_password) -> int:
+    try:
         server.wait_until_up()
         session = log_in(args.port, ADMIN, admin_password)
         signed_in = {"BENCH_COOKIE": session["cookie"], "BENCH_CSRF": session["csrf"],
@@ -415,6 +423,7 @@ def main(argv=None) -> int:
         scenario("table_page1", "/users", env=fragment, title="users table, page 1")
         scenario("table_deep", rows["deep_url"], env=fragment, title=f"users table, page {rows['deep_page']:,}")
         scenario("search", "/users?" + urlencode({"q": SEARCH}), env=fragment, title=f"search q={SEARCH}")
+        rss_before_storm = {str(pid): peak_rss_kb(pid) for pid in server.workers()}
         with LoginStorm(args.port, rows["storm"], demo_password) as storm:
             scenario("storm_table_deep", rows["deep_url"], env=fragment,
                      title=f"table deep + {args.storm_clients} logins")
@@ -428,7 +437,7 @@ def main(argv=None) -> int:
         rss = {str(pid): peak_rss_kb(pid) for pid in workers}
     finally:
         server.stop()
-        log(f"Server stopped. Log and database: {workdir}")
+        log("Server stopped.")
 
     results = {
         "when": datetime.now().isoformat(timespec="seconds"), "smoke": args.smoke,
@@ -436,12 +445,14 @@ def main(argv=None) -> int:
         "settings": {"users": rows["total"], "database": "sqlite" if not args.database_url else "given",
                      "workers": args.workers, "connections": args.connections, "threads": args.threads,
                      "duration_s": args.duration, "storm_clients": args.storm_clients},
-        "scenarios": scenarios, "peak_rss_kb": rss, "first_load": load, "targets": TARGETS,
+        "scenarios": scenarios, "peak_rss_kb": rss, "peak_rss_kb_before_storm": rss_before_storm,
+        "first_load": load, "targets": TARGETS,
     }
     results["checks"] = checks(results)
     path = Path(args.out) if args.out else BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
+    shutil.copy(workdir / "server.log", path.with_suffix(".server.log"))
     print(table(results))
     log(f"Results: {path}")
     if not args.database_url:
@@ -502,7 +513,8 @@ def table(r: dict) -> str:
                      f"{rps / ceiling:8.1%}  {'; '.join(notes)}")
     rss = ", ".join(f"{kb / 1024:.0f} MB" for kb in r["peak_rss_kb"].values())
     fl = r["first_load"]
-    lines.append(f"peak RSS (VmHWM) of the worker(s): {rss}")
+    before = ", ".join(f"{kb / 1024:.0f} MB" for kb in r["peak_rss_kb_before_storm"].values())
+    lines.append(f"peak RSS (VmHWM) of the worker(s): {rss} (before the login storm: {before})")
     lines.append(f"first load of /users: {fl['wire_bytes'] / 1024:.1f} KB over the wire "
                  f"({fl['uncompressed_bytes'] / 1024:.1f} KB uncompressed, {len(fl['files'])} responses)")
     lines.append("targets: " + ", ".join(
