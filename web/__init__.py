@@ -33,9 +33,11 @@ def create_app(config: Config | None = None) -> Quart:
     app.db = Database(config.database_url)
     QuartAuth(app)
 
-    from . import access, audit_log, auth, compress, errors, health, pages, profile, render, security, users
+    from . import (access, audit_log, auth, compress, errors, formatting, health, pages, profile, render,
+                   security, users)
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
     security.init_app(app)
+    formatting.init_app(app)
     app.after_request(render.toasts_to_header)
     access.init_app(app)
     errors.init_app(app)
