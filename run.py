@@ -147,12 +147,18 @@ def cmd_demo_data(config: Config, args) -> int:
 DURATION_UNITS = {"d": "days", "h": "hours"}
 
 
+LONGEST = timedelta(days=100 * 365)
+
+
 def duration(text: str) -> timedelta:
-    """'365d' or '12h' as a timedelta (for argparse)."""
+    """'365d' or '12h' as a timedelta (for argparse), at most a hundred years."""
     number, unit = text[:-1], text[-1:]
-    if unit not in DURATION_UNITS or not number.isdigit() or int(number) < 1:
-        raise argparse.ArgumentTypeError(f"use a number of days or hours such as 365d or 12h, not {text!r}")
-    return timedelta(**{DURATION_UNITS[unit]: int(number)})
+    if unit in DURATION_UNITS and number.isascii() and number.isdigit() and 1 <= int(number) <= 876_000:
+        age = timedelta(**{DURATION_UNITS[unit]: int(number)})
+        if age <= LONGEST:
+            return age
+    raise argparse.ArgumentTypeError(
+        f"use a number of days or hours up to a hundred years, such as 365d or 12h, not {text!r}")
 
 
 def cmd_audit_prune(config: Config, args) -> int:

@@ -153,7 +153,7 @@
       return;  // Tab, Enter and typing work as in any form
     }
     if (isTyping(target)) {
-      if (key === "Escape" && target.matches("[data-grid-search]")) { event.preventDefault(); focusRow(rows()[0]); }
+      if (key === "Escape" && target.closest("[role=search]")) { event.preventDefault(); focusRow(rows()[0]); }
       return;
     }
 

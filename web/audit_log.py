@@ -3,7 +3,7 @@ import csv
 import io
 import json
 
-from quart import Blueprint, current_app, g, request
+from quart import Blueprint, current_app, g, make_response, request
 
 from . import audit, user_queries
 from .access import staff
@@ -74,7 +74,9 @@ async def export():
             async for batch in result.partitions(BATCH):
                 yield "".join(csv_row(event) for event in batch)
 
-    return rows(), 200, {
+    response = await make_response(rows(), 200, {
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": 'attachment; filename="gatehouse-audit.csv"',
-    }
+    })
+    response.timeout = None  # a million events take longer than Quart's 60 s default
+    return response

@@ -1,6 +1,6 @@
 """Error pages in the app's own style: a whole page, or the main region for htmx."""
 from quart import current_app, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 
 from .render import is_htmx, render, toast
 
@@ -33,11 +33,15 @@ async def error_page(error: HTTPException):
     description = error.description if isinstance(error.description, str) else None
     if description is None or description == type(error).description:
         description = MESSAGES.get(code, "")
+    headers = {}
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        headers["Allow"] = ", ".join(error.valid_methods)
     if is_htmx() and not request.headers.get("HX-Boosted"):
         # A refused action inside the page: say why in a toast and leave the page as it is.
         await toast(description, "error")
-        return "", code, {"HX-Reswap": "none"}
-    headers = {"HX-Retarget": "#main", "HX-Reswap": "innerHTML"} if is_htmx() else {}
+        return "", code, {**headers, "HX-Reswap": "none"}
+    if is_htmx():
+        headers.update({"HX-Retarget": "#main", "HX-Reswap": "innerHTML"})
     body, _ = await render("error.html", block="main" if is_htmx() else None,
                            code=code, title=TITLES.get(code, "Error"), message=description)
     return body, code, headers
