@@ -65,6 +65,9 @@ EXPECTED = {
     ("POST", "/users/<int:user_id>/delete"): staff(ALLOWED),
     ("POST", "/users/<int:user_id>/restore"): staff(ALLOWED),
     ("POST", "/users/bulk"): staff(ALLOWED),
+    # The audit log: read-only, for staff.
+    ("GET", "/audit"): staff(200),
+    ("GET", "/audit.csv"): staff(200),
 }
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
