@@ -8,7 +8,6 @@ import asyncio
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys

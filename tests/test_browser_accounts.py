@@ -1,7 +1,6 @@
 """The accounts journey in Chromium: by keyboard, without full page loads, and without JavaScript."""
 import re
 
-import pytest
 from playwright.async_api import expect
 
 NEW_PASSWORD = "a brand new passphrase for testing"

@@ -19,7 +19,6 @@ from reliability import (
     Load, Server, consistency_problems, final_state, report, save_loop, seconds, seed, sign_in,
     sqlite_integrity,
 )
-from web import user_queries
 
 pytestmark = pytest.mark.reliability
 ROOT = Path(__file__).resolve().parent.parent

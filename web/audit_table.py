@@ -52,10 +52,6 @@ class View:
     def from_args(cls, args) -> "View":
         actions = tuple(a for a in args.getlist("action") if a in ACTIONS)
         target_id = args.get("target_id", "").strip()
-        try:
-            page = max(1, int(args.get("page", "1")))
-        except ValueError:
-            page = 1
         return cls(
             actor=args.get("actor", "").strip()[:32],
             action=actions,
@@ -65,7 +61,7 @@ class View:
             until=args.get("until", "")[:19] if parse_when(args.get("until", "")[:19]) else "",
             after=args.get("after", "")[:200],
             before=args.get("before", "")[:200] if not args.get("after") else "",
-            page=page,
+            page=keyset.page_number(args),
         )
 
     def params(self, **changes) -> list[tuple[str, str]]:
@@ -116,15 +112,6 @@ async def conditions(conn, view: View) -> list | None:
 ORDER_KEY = tuple_(audit_events.c.occurred_at, audit_events.c.id)
 
 
-@dataclass
-class Page:
-    rows: list
-    number: int
-    prev_url: str | None
-    next_url: str | None
-    first_url: str | None
-
-
 def _cursor(row) -> str:
     return keyset.encode_cursor(row.occurred_at.isoformat(), row.id)
 
@@ -147,30 +134,17 @@ def page_query(view: View, where: list, ascending: bool, limit: int):
     return select(merged).order_by(*_ordered(merged, ascending)).limit(limit)
 
 
-async def load_page(conn, view: View) -> Page:
+async def load_page(conn, view: View) -> keyset.Page:
     where = await conditions(conn, view)
     if where is None:
-        return Page([], 1, None, None, None)
+        return keyset.Page([], 1, None, None, None)
     backwards = bool(view.before)
     cursor = keyset.decode_cursor(view.before or view.after, datetime.fromisoformat) \
         if (view.before or view.after) else None
     if cursor:
         where.append(ORDER_KEY > tuple_(*cursor) if backwards else ORDER_KEY < tuple_(*cursor))
     rows = (await conn.execute(page_query(view, where, ascending=backwards, limit=PAGE_SIZE + 1))).all()
-    more = len(rows) > PAGE_SIZE
-    rows = rows[:PAGE_SIZE]
-    if backwards:
-        rows.reverse()
-        has_prev, has_next = more, True
-    else:
-        has_prev, has_next = cursor is not None, more
-    number = view.page if has_prev else 1
-    return Page(
-        rows=rows, number=number,
-        prev_url=view.url(before=_cursor(rows[0]), after="", page=number - 1) if has_prev and rows else None,
-        next_url=view.url(after=_cursor(rows[-1]), before="", page=number + 1) if has_next and rows else None,
-        first_url=view.url(after="", before="", page=1) if has_prev else None,
-    )
+    return keyset.page_of(rows, PAGE_SIZE, view, backwards, cursor is not None, _cursor)
 
 
 async def export_query(conn, view: View):

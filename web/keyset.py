@@ -5,6 +5,7 @@ so page 2,000 costs what page 1 costs.
 """
 import base64
 import json
+from dataclasses import dataclass
 
 
 def encode_cursor(value, row_id: int) -> str:
@@ -22,3 +23,40 @@ def decode_cursor(token: str, parse=str):
     if not 0 < row_id < 2**63 or getattr(value, "tzinfo", None) is not None:
         return None  # not an id of ours, or a time with a zone where we store UTC without one
     return value, row_id
+
+
+def page_number(args) -> int:
+    """The page number a link carries: shown to people, never used to find rows."""
+    try:
+        return max(1, int(args.get("page", "1")))
+    except ValueError:
+        return 1
+
+
+@dataclass
+class Page:
+    rows: list
+    number: int
+    prev_url: str | None
+    next_url: str | None
+    first_url: str | None
+    total: int | None = None
+
+
+def page_of(fetched: list, size: int, view, backwards: bool, had_cursor: bool, cursor_of) -> Page:
+    """The page from rows read in the direction of travel, one more than `size` to learn whether
+    more follow; its links carry the cursors of its first and last rows (`cursor_of(row)`)."""
+    more = len(fetched) > size
+    rows = fetched[:size]
+    if backwards:
+        rows.reverse()
+        has_prev, has_next = more, True
+    else:
+        has_prev, has_next = had_cursor, more
+    number = view.page if has_prev else 1
+    return Page(
+        rows=rows, number=number,
+        prev_url=view.url(before=cursor_of(rows[0]), after="", page=number - 1) if has_prev and rows else None,
+        next_url=view.url(after=cursor_of(rows[-1]), before="", page=number + 1) if has_next and rows else None,
+        first_url=view.url(after="", before="", page=1) if has_prev else None,
+    )

@@ -53,10 +53,6 @@ class View:
         role = args.get("role", "")
         active = args.get("active", "")
         sort = args.get("sort", "username")
-        try:
-            page = max(1, int(args.get("page", "1")))
-        except ValueError:
-            page = 1
         return cls(
             q=args.get("q", "").strip()[:254],
             role=role if role in ROLES else "",
@@ -65,7 +61,7 @@ class View:
             dir="desc" if args.get("dir") == "desc" else "asc",
             after=args.get("after", "")[:500],
             before=args.get("before", "")[:500] if not args.get("after") else "",
-            page=page,
+            page=keyset.page_number(args),
         )
 
     def url(self, **changes) -> str:
@@ -115,16 +111,6 @@ def _keyset(sort: Sort, cursor, greater: bool):
     return key > tuple_(value, row_id) if greater else key < tuple_(value, row_id)
 
 
-@dataclass
-class Page:
-    rows: list
-    total: int
-    number: int
-    prev_url: str | None
-    next_url: str | None
-    first_url: str | None
-
-
 LIST_COLUMNS = (users.c.id, users.c.username, users.c.email, users.c.role, users.c.active,
                 users.c.version, users.c.last_login_at, users.c.created_at)
 
@@ -139,7 +125,7 @@ async def count_matching(conn, view: View) -> int:
     return (await conn.execute(select(func.count()).select_from(users).where(*filters(view)))).scalar_one()
 
 
-async def load_page(conn, view: View) -> Page:
+async def load_page(conn, view: View) -> keyset.Page:
     sort = SORTS[view.sort]
     backwards = bool(view.before)
     cursor = decode_cursor(sort, view.before or view.after) if (view.before or view.after) else None
@@ -152,19 +138,7 @@ async def load_page(conn, view: View) -> Page:
     if not sort.unique:
         order.append(users.c.id.asc() if forward else users.c.id.desc())
     query = select(*LIST_COLUMNS).where(*conditions).order_by(*order).limit(PAGE_SIZE + 1)
-    rows = (await conn.execute(query)).all()
-    more = len(rows) > PAGE_SIZE
-    rows = rows[:PAGE_SIZE]
-    if backwards:
-        rows.reverse()
-        has_prev, has_next = more, True
-    else:
-        has_prev, has_next = cursor is not None, more
-    number = view.page if has_prev else 1
-    total = await count_matching(conn, view)
-    return Page(
-        rows=rows, total=total, number=number,
-        prev_url=view.url(before=encode_cursor(sort, rows[0]), after="", page=number - 1) if has_prev and rows else None,
-        next_url=view.url(after=encode_cursor(sort, rows[-1]), before="", page=number + 1) if has_next and rows else None,
-        first_url=view.url(after="", before="", page=1) if has_prev else None,
-    )
+    page = keyset.page_of((await conn.execute(query)).all(), PAGE_SIZE, view, backwards,
+                          cursor is not None, lambda row: encode_cursor(sort, row))
+    page.total = await count_matching(conn, view)
+    return page
