@@ -217,6 +217,7 @@ async def test_five_failures_lock_the_account_until_the_lock_ends(app, db, make_
     locked = await login(client, "alice", PASSWORD, ip="203.0.113.99")
     assert locked.status_code == 429
     assert 1 <= wait_seconds(await text(locked)) <= 15
+    assert locked.headers["Retry-After"] == str(wait_seconds(await text(locked)))
     assert set_cookie_line(locked) is None
     assert is_login_redirect(await client.get("/dashboard"))
 

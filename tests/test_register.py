@@ -227,7 +227,8 @@ async def test_eleventh_registration_from_one_address_is_throttled(app, db, quic
     answers = await register_many(app, 11)
     assert [a.status_code for a in answers[:10]] == [303] * 10
     assert answers[10].status_code == 429
-    assert re.search(r"Try again in \d+ seconds", element_text(await text(answers[10]), "register-form"))
+    wait = re.search(r"Try again in (\d+) seconds", element_text(await text(answers[10]), "register-form"))
+    assert wait and answers[10].headers["Retry-After"] == wait.group(1)
     assert await user_count(db) == 10
     # Another address is not affected.
     other = await register_many(app, 1, ip="198.51.100.1", prefix="elsewhere")

@@ -104,8 +104,9 @@ async def register():
         recent, oldest = await audit.recent_from(conn, "register", client_ip(), REGISTRATION_WINDOW)
     if recent >= REGISTRATIONS_PER_HOUR:
         wait = math.ceil((oldest + REGISTRATION_WINDOW - utcnow()).total_seconds())
-        return await render("auth/register.html", 429, values=values, errors={
+        body, status = await render("auth/register.html", 429, values=values, errors={
             "form": f"Too many new accounts from your network. Try again in {wait} seconds."})
+        return body, status, {"Retry-After": str(wait)}
     password_hash = await passwords.hash_password(values["password"])
     email, _ = normalise_email(values["email"])
     try:
@@ -155,8 +156,9 @@ async def login():
         keys = [f"ip:{client_ip()}", f"account:{user.id}" if user else f"name:{identifier.lower()}"]
         wait = await throttle.seconds_to_wait(conn, keys)
     if wait:
-        return await login_page(429, values=values, next=next_path, error=(
+        body, status = await login_page(429, values=values, next=next_path, error=(
             f"Too many failed attempts. Try again in {wait} seconds."))
+        return body, status, {"Retry-After": str(wait)}
     valid, new_hash = await passwords.verify(values["password"], user.password_hash if user else None)
     if not (valid and user.active and user.deleted_at is None):
         async with db.write() as conn:
