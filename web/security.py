@@ -1,4 +1,5 @@
 """Cross-site request forgery protection and the security headers of every response."""
+import base64
 import hmac
 import secrets
 
@@ -24,10 +25,23 @@ CSP = "; ".join([
 
 
 def csrf_token() -> str:
-    """The synchronizer token of this browser, kept in the signed session cookie."""
+    """The synchronizer token of this browser (its secret is kept in the signed session
+    cookie), masked afresh for every use: pages are gzipped, and a secret that appeared
+    verbatim next to reflected input could be guessed from response sizes (BREACH)."""
     if "csrf" not in session:
         session["csrf"] = secrets.token_urlsafe(32)
-    return session["csrf"]
+    secret = session["csrf"].encode()
+    mask = secrets.token_bytes(len(secret))
+    return base64.urlsafe_b64encode(mask + bytes(a ^ b for a, b in zip(mask, secret))).decode()
+
+
+def _unmask(token: str) -> bytes:
+    try:
+        raw = base64.urlsafe_b64decode(token.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        return b""
+    half = len(raw) // 2
+    return bytes(a ^ b for a, b in zip(raw[:half], raw[half:]))
 
 
 def _same_origin() -> bool:
@@ -49,7 +63,7 @@ async def check_csrf():
     if sent is None:
         sent = (await request.form).get(CSRF_FIELD, "")
     expected = session.get("csrf")
-    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+    if not expected or not hmac.compare_digest(_unmask(sent), expected.encode()):
         abort(403, "This form has expired. Reload the page and try again.")
 
 
