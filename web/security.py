@@ -35,7 +35,7 @@ def csrf_token() -> str:
     return base64.urlsafe_b64encode(mask + bytes(a ^ b for a, b in zip(mask, secret))).decode()
 
 
-def _unmask(token: str) -> bytes:
+def unmask(token: str) -> bytes:
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii"))
     except (ValueError, UnicodeEncodeError):
@@ -63,7 +63,7 @@ async def check_csrf():
     if sent is None:
         sent = (await request.form).get(CSRF_FIELD, "")
     expected = session.get("csrf")
-    if not expected or not hmac.compare_digest(_unmask(sent), expected.encode()):
+    if not expected or not hmac.compare_digest(unmask(sent), expected.encode()):
         abort(403, "This form has expired. Reload the page and try again.")
 
 
