@@ -53,15 +53,13 @@ async def demo_data(db: Database, count: int) -> str:
     """Adds `count` users sharing one fresh random password, which is returned."""
     from web import demo, passwords
     password = secrets.token_urlsafe(12)
-    await db.create_schema()
     await demo.add_demo_users(db, count, await passwords.hash_password(password), progress=progress)
     return password
 
 
 async def first_start(db: Database) -> None:
-    """On a database without users: schema, demo data, and an admin with a printed password."""
+    """On a database without users: demo data, and an admin with a printed password."""
     from web import user_queries
-    await db.create_schema()
     async with db.read() as conn:
         if await user_queries.count_users(conn):
             return
@@ -83,14 +81,21 @@ def read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def cmd_serve(config: Config, args) -> int:
-    async def prepare():
+def on_database(config: Config, work):
+    """Runs `await work(db)` on the configured database, its schema brought up to date first,
+    and closes it afterwards."""
+    async def main():
         db = Database(config.database_url)
         try:
-            await first_start(db)
+            await db.create_schema()
+            return await work(db)
         finally:
             await db.dispose()
-    asyncio.run(prepare())
+    return asyncio.run(main())
+
+
+def cmd_serve(config: Config, args) -> int:
+    on_database(config, first_start)
     host = args.host or config.host
     port = args.port or config.port
     print(f"Serving Gatehouse on http://{host}:{port} ({args.workers} worker(s))", file=sys.stderr)
@@ -100,27 +105,17 @@ def cmd_serve(config: Config, args) -> int:
 
 
 def cmd_init_db(config: Config, args) -> int:
-    async def main():
-        db = Database(config.database_url)
-        try:
-            await db.create_schema()
-        finally:
-            await db.dispose()
-    asyncio.run(main())
+    async def nothing_more(db):
+        pass
+    on_database(config, nothing_more)
     print("Database ready.", file=sys.stderr)
     return 0
 
 
 def cmd_create_admin(config: Config, args) -> int:
-    async def main(password):
-        db = Database(config.database_url)
-        try:
-            await db.create_schema()
-            return await create_admin(db, args.username, args.email, password)
-        finally:
-            await db.dispose()
     try:
-        user_id = asyncio.run(main(read_password()))
+        password = read_password()
+        user_id = on_database(config, lambda db: create_admin(db, args.username, args.email, password))
     except ValueError as error:
         print(f"Refused: {error}", file=sys.stderr)
         return 1
@@ -133,13 +128,7 @@ def cmd_demo_data(config: Config, args) -> int:
         print("--users must be at least 1", file=sys.stderr)
         return 2
 
-    async def main():
-        db = Database(config.database_url)
-        try:
-            return await demo_data(db, args.users)
-        finally:
-            await db.dispose()
-    password = asyncio.run(main())
+    password = on_database(config, lambda db: demo_data(db, args.users))
     print(f"Added {args.users:,} demo users; their password is {password}", file=sys.stderr)
     return 0
 
@@ -169,14 +158,7 @@ def cmd_audit_prune(config: Config, args) -> int:
     def shown(removed):
         print(f"\r  {removed:,} events removed", end="", file=sys.stderr, flush=True)
 
-    async def main():
-        db = Database(config.database_url)
-        try:
-            await db.create_schema()
-            return await audit.prune(db, cutoff, progress=shown)
-        finally:
-            await db.dispose()
-    removed = asyncio.run(main())
+    removed = on_database(config, lambda db: audit.prune(db, cutoff, progress=shown))
     print(f"\nRemoved {removed:,} audit events older than {cutoff:%Y-%m-%d %H:%M} UTC.", file=sys.stderr)
     return 0
 
@@ -186,19 +168,14 @@ def cmd_users_purge(config: Config, args) -> int:
     from web.db import utcnow
     cutoff = utcnow() - args.older_than
 
-    async def main():
-        db = Database(config.database_url)
-        try:
-            await db.create_schema()
-            async with db.write() as conn:
-                gone = await user_queries.purge_deleted(conn, cutoff)
-                for row in gone:
-                    await audit.record(conn, "purge", "user", row.id, actor=audit.Actor(None, "run.py"),
-                                       changes={"username": [row.username, None]})
-            return gone
-        finally:
-            await db.dispose()
-    gone = asyncio.run(main())
+    async def purge(db):
+        async with db.write() as conn:
+            gone = await user_queries.purge_deleted(conn, cutoff)
+            for row in gone:
+                await audit.record(conn, "purge", "user", row.id, actor=audit.Actor(None, "run.py"),
+                                   changes={"username": [row.username, None]})
+        return gone
+    gone = on_database(config, purge)
     print(f"Purged {len(gone):,} users deleted before {cutoff:%Y-%m-%d %H:%M} UTC.", file=sys.stderr)
     return 0
 
