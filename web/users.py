@@ -60,6 +60,14 @@ async def load_user_or_404(user_id: int):
     return row
 
 
+async def load_changeable_or_403(user_id: int, verb: str = "change"):
+    """The user, if this person may change them: Admins anyone, Managers Customers only."""
+    user = await load_user_or_404(user_id)
+    if not may_edit(user.role):
+        abort(403, f"Managers {verb} Customers only.")
+    return user
+
+
 def row_values(row) -> dict:
     return {"username": row.username, "email": row.email, "role": row.role, "active": row.active}
 
@@ -87,9 +95,7 @@ async def show(user_id: int):
 @bp.get("/users/<int:user_id>/edit")
 @staff
 async def edit(user_id: int):
-    user = await load_user_or_404(user_id)
-    if not may_edit(user.role):
-        abort(403, "Managers edit Customers only.")
+    user = await load_changeable_or_403(user_id, "edit")
     state = {"u": user, "values": row_values(user), "errors": {}, "conflict": None,
              "view": View.from_args(request.args)}
     if is_htmx():
@@ -135,9 +141,7 @@ async def would_remove_last_admin(conn, target_id: int, becomes_admin: bool) -> 
 @bp.post("/users/<int:user_id>")
 @staff
 async def save(user_id: int):
-    current = await load_user_or_404(user_id)
-    if not may_edit(current.role):
-        abort(403, "Managers edit Customers only.")
+    current = await load_changeable_or_403(user_id, "edit")
     form = await request.form
     version = parse_version(form.get("version", ""))
     view = view_from_back(form.get("back", ""))
@@ -244,18 +248,14 @@ async def create():
 @staff
 async def confirm_delete(user_id: int):
     """Without JavaScript the dialog is a page of its own."""
-    user = await load_user_or_404(user_id)
-    if not may_edit(user.role):
-        abort(403, "Managers delete Customers only.")
+    user = await load_changeable_or_403(user_id, "delete")
     return await render("users/confirm_delete.html", u=user, view=View.from_args(request.args))
 
 
 @bp.post("/users/<int:user_id>/delete")
 @staff
 async def delete(user_id: int):
-    user = await load_user_or_404(user_id)
-    if not may_edit(user.role):
-        abort(403, "Managers delete Customers only.")
+    user = await load_changeable_or_403(user_id, "delete")
     if user_id == g.user.id:
         abort(409, "You cannot delete your own account.")
     view = view_from_back((await request.form).get("back", ""))
