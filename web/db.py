@@ -44,11 +44,18 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 def _sqlite_begin(conn):
     # A write transaction takes the lock up front: a deferred one that reads and then
-    # writes can fail with SQLITE_BUSY at once, whatever the busy timeout.
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+    # writes can fail with SQLITE_BUSY at once, whatever the busy timeout. Reads emit no
+    # BEGIN: each statement is then its own transaction, which saves the BEGIN's round trip
+    # through aiosqlite's thread on every read (docs/PERFORMANCE.md).
+    if conn.get_execution_options().get("write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
+    # Write transactions ended in this process, on any database: what was read before one
+    # may be stale (sessions.py keeps checked sessions only while this has not moved).
+    writes = 0
+
     def __init__(self, url: str, **engine_args):
         self.url = url
         if url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:"):
@@ -63,17 +70,21 @@ class Database:
 
     @asynccontextmanager
     async def read(self):
-        """A connection for queries; its transaction is rolled back at the end."""
+        """A connection for queries. On SQLite each statement reads its own snapshot: a read
+        that must see several tables at one instant asks for it in one statement."""
         async with self.engine.connect() as conn:
             yield conn
 
     @asynccontextmanager
     async def write(self):
         """A transaction that holds the write lock (SQLite) and commits on success."""
-        async with self.engine.connect() as conn:
-            await conn.execution_options(write=True)
-            async with conn.begin():
-                yield conn
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(write=True)
+                async with conn.begin():
+                    yield conn
+        finally:
+            Database.writes += 1
 
     async def create_schema(self) -> None:
         """Migrate the schema to the newest revision and add missing roles; safe to run again.

@@ -7,12 +7,19 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from .db import utcnow
+from .recent import Recent
 from .tables import sessions, users
 
 TOUCH_EVERY = timedelta(minutes=1)
+# Every signed-in request checks its session; a round trip to the database for it is a large
+# part of what a small page costs. A session found valid is trusted again for RECHECK_SECONDS,
+# unless this process wrote to the database meanwhile: a logout, a role change or a
+# deactivation takes effect at once in this worker, within RECHECK_SECONDS in another.
+RECHECK_SECONDS = 2
+_checked = Recent(RECHECK_SECONDS, size=4096)
 
 
 @dataclass(frozen=True)
@@ -41,19 +48,26 @@ async def start(conn, user_id: int, remember: bool, user_agent: str, ip: str, co
     return token
 
 
+# Built once: SQLAlchemy then reuses its compiled form without working out a cache key.
+SESSION_USER = (
+    select(users.c.id, users.c.username, users.c.email, users.c.role,
+           sessions.c.remember, sessions.c.last_seen_at)
+    .join(users, users.c.id == sessions.c.user_id)
+    .where(sessions.c.id == bindparam("sid"), sessions.c.expires_at > bindparam("now"),
+           users.c.active.is_(True), users.c.deleted_at.is_(None))
+)
+
+
 async def load(db, token: str, config) -> CurrentUser | None:
     """The active user behind a session token, or None; keeps the session alive."""
     sid = session_id(token)
+    return await _checked.get(sid, lambda: _check(db, sid, config))
+
+
+async def _check(db, sid: str, config) -> CurrentUser | None:
     now = utcnow()
-    query = (
-        select(users.c.id, users.c.username, users.c.email, users.c.role,
-               sessions.c.remember, sessions.c.last_seen_at)
-        .join(users, users.c.id == sessions.c.user_id)
-        .where(sessions.c.id == sid, sessions.c.expires_at > now,
-               users.c.active.is_(True), users.c.deleted_at.is_(None))
-    )
     async with db.read() as conn:
-        row = (await conn.execute(query)).first()
+        row = (await conn.execute(SESSION_USER, {"sid": sid, "now": now})).first()
     if row is None:
         return None
     idle = config.remember_idle if row.remember else config.session_idle
