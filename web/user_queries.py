@@ -62,12 +62,13 @@ async def lock_active_admins(conn) -> list[int]:
     return list((await conn.execute(query)).scalars())
 
 
-async def update_if_current(conn, user_id: int, version: int, values: dict) -> bool:
-    """Applies `values` only if the row is still at `version`; False when someone was first."""
+async def update_if_current(conn, user_id: int, version: int, values: dict):
+    """Applies `values` only if the row is still at `version` and returns the row as saved;
+    None when someone was first."""
     result = await conn.execute(
         update(users).where(users.c.id == user_id, users.c.version == version, users.c.deleted_at.is_(None))
-        .values(**values, updated_at=utcnow(), version=users.c.version + 1))
-    return result.rowcount == 1
+        .values(**values, updated_at=utcnow(), version=users.c.version + 1).returning(*users.c))
+    return result.first()
 
 
 async def purge_deleted(conn, cutoff) -> list:

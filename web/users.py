@@ -117,7 +117,7 @@ async def posted_values(current) -> tuple[dict, dict]:
     if values["role"] not in ROLES:
         errors["role"] = "Choose one of the roles."
     async with current_app.db.read() as conn:
-        errors.update(await account_problems(conn, values["username"], values["email"], None, except_id=current.id))
+        errors.update(await account_problems(conn, values["username"], values["email"], None, current))
     if "email" not in errors:
         values["email"] = normalise_email(values["email"])[0]
     return values, errors
@@ -148,6 +148,7 @@ async def save(user_id: int):
     values, errors = await posted_values(current)
     changes = audit.diff(row_values(current), values)
     state = {"u": current, "values": values, "errors": errors, "conflict": None, "view": view}
+    saved = current  # the row as it is afterwards
     if not errors and changes:
         async with current_app.db.write() as conn:
             if current.role == "Admin" and await would_remove_last_admin(
@@ -157,10 +158,10 @@ async def save(user_id: int):
                 try:
                     saved = await user_queries.update_if_current(conn, user_id, version, values)
                 except IntegrityError:
-                    saved, errors["username"] = False, "This username or email was just taken."
+                    saved, errors["username"] = None, "This username or email was just taken."
                 if saved:
                     await audit.record(conn, "update", "user", user_id, actor=g.user, ip=client_ip(), changes=changes)
-        if not errors and not saved:
+        if not errors and saved is None:
             return await conflict(user_id, values, view)
     if errors:
         if is_htmx():
@@ -169,7 +170,7 @@ async def save(user_id: int):
     await toast(describe_change(values["username"], changes))
     if not is_htmx():
         return go(view.url())
-    return await row_fragment("user_row", u=await load_user_or_404(user_id), view=view)
+    return await row_fragment("user_row", u=saved, view=view)
 
 
 async def conflict(user_id: int, mine: dict, view: View):
