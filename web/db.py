@@ -1,6 +1,7 @@
 """The database: engine, connection settings, and schema set-up."""
+import asyncio
 import warnings
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from datetime import UTC, datetime
 
 from sqlalchemy import event, insert, inspect, select
@@ -64,6 +65,10 @@ class Database:
             engine_args = {"pool_size": 5, "max_overflow": 0, **engine_args}
         self.engine: AsyncEngine = create_async_engine(url, **engine_args)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        # SQLite has one writer at a time. This process's writers wait for it here, served in
+        # turn, rather than in SQLite's busy handler, which polls with sleeps of up to 100 ms
+        # (docs/PERFORMANCE.md); the busy timeout still covers other processes.
+        self._writer = asyncio.Lock() if self.is_sqlite else nullcontext()
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
@@ -78,13 +83,14 @@ class Database:
     @asynccontextmanager
     async def write(self):
         """A transaction that holds the write lock (SQLite) and commits on success."""
-        try:
-            async with self.engine.connect() as conn:
-                await conn.execution_options(write=True)
-                async with conn.begin():
-                    yield conn
-        finally:
-            Database.writes += 1
+        async with self._writer:
+            try:
+                async with self.engine.connect() as conn:
+                    await conn.execution_options(write=True)
+                    async with conn.begin():
+                        yield conn
+            finally:
+                Database.writes += 1
 
     async def create_schema(self) -> None:
         """Migrate the schema to the newest revision and add missing roles; safe to run again.
