@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from conftest import PASSWORD, SECRET
 from web import demo, passwords
+from web.validation import normalise_email, username_problem
 from web.schema import render_schema_sql
 from web.tables import ROLES, audit_events, roles, users
 
@@ -185,6 +186,13 @@ def test_demo_users_cover_every_role():
     sample = [row["role"] for start in (1, 301, 10_001) for row in demo.fake_users(3000, start, "hash")]
     assert set(sample) == set(ROLES)
     assert sample.count("Customer") > sample.count("Manager") > sample.count("Admin") > 0
+
+
+def test_demo_users_pass_the_apps_own_checks():
+    """An Admin editing a demo user's role must not be stopped by the demo's own data."""
+    for row in demo.fake_users(500, 1, "hash"):
+        assert username_problem(row["username"]) is None, row
+        assert normalise_email(row["email"]) == (row["email"], None), row
 
 
 def test_demo_data_refuses_fewer_than_one_user(offline_url):

@@ -274,6 +274,22 @@ async def test_a_user_may_keep_their_own_username_in_another_case(app, db, make_
     assert (await user_row(db, them["id"])).username == "LowerName"
 
 
+async def test_a_stored_value_that_predates_the_rules_does_not_block_other_changes(app, db, make_user):
+    _, client = await signed_in(app, make_user, "Admin")
+    them = await make_user("Customer", username="old.timer", email="old.timer@legacy.test")
+    before = await user_row(db, them["id"])
+    response = await send(client, f"/users/{them['id']}", edit_form(before, role="Manager"),
+                          target=f"user-{them['id']}")
+    assert response.status_code == 200, await text(response)
+    after = await user_row(db, them["id"])
+    assert (after.role, after.email) == ("Manager", "old.timer@legacy.test")
+    # Typed anew, the same address is checked like any other.
+    response = await send(client, f"/users/{them['id']}", edit_form(after, email="old.timer@legacy2.test"),
+                          target=f"user-{them['id']}")
+    assert response.status_code == 422
+    assert "special-use" in element_text(await text(response), f"edit-{them['id']}-email-error")
+
+
 # ---- version conflicts -------------------------------------------------------------------
 
 async def test_a_stale_version_shows_theirs_and_overwriting_with_the_current_version_works(app, db, make_user):

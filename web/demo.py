@@ -13,7 +13,8 @@ FIRST = ("ada alan anna ben carla chen dana diego elena emil farah felix grace h
 LAST = ("adams baker costa diaz evans fischer garcia haddad ito jensen kim kowalski lopez "
         "martin meyer nakamura novak okafor patel quint rossi santos schmidt silva tanaka "
         "usman varga wagner weber xu young zhang").split()
-DOMAINS = ("example.com", "example.org", "example.net", "mail.test", "corp.test")
+# Domains the app's own email check accepts (it refuses special-use names such as .test).
+DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com", "corp.example.org")
 
 
 def role_for(rng: random.Random) -> str:

@@ -118,7 +118,7 @@ async def posted_values(current) -> tuple[dict, dict]:
         errors["role"] = "Choose one of the roles."
     async with current_app.db.read() as conn:
         errors.update(await account_problems(conn, values["username"], values["email"], None, current))
-    if "email" not in errors:
+    if "email" not in errors and values["email"] != current.email:
         values["email"] = normalise_email(values["email"])[0]
     return values, errors
 

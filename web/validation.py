@@ -39,21 +39,25 @@ def normalise_email(email: str) -> tuple[str | None, str | None]:
 async def account_problems(conn, username: str, email: str, password: str | None,
                            current=None) -> dict[str, str]:
     """Every field's problem for a new account, or for the account `current` changed; empty
-    when all is well. A value `current` already has (in any case) is its own, not taken."""
+    when all is well. A value `current` already has is not checked again: it is its own, not
+    taken, and may predate today's rules (an edit of the role must not fail on the email)."""
     problems = {}
-    if message := username_problem(username):
-        problems["username"] = message
-    elif not _kept(username, current, "username") and await user_queries.username_taken(conn, username):
-        problems["username"] = "This username is taken. Choose another."
-    normalised, message = normalise_email(email)
-    if message:
-        problems["email"] = message
-    elif not _kept(normalised, current, "email") and await user_queries.email_taken(conn, normalised):
-        problems["email"] = "An account with this email address already exists."
+    except_id = current.id if current is not None else None
+    if not _unchanged(username, current, "username"):
+        if message := username_problem(username):
+            problems["username"] = message
+        elif await user_queries.username_taken(conn, username, except_id):
+            problems["username"] = "This username is taken. Choose another."
+    if not _unchanged(email, current, "email"):
+        normalised, message = normalise_email(email)
+        if message:
+            problems["email"] = message
+        elif await user_queries.email_taken(conn, normalised, except_id):
+            problems["email"] = "An account with this email address already exists."
     if password is not None and (message := passwords.problem(password, username, email)):
         problems["password"] = message
     return problems
 
 
-def _kept(value: str, current, field: str) -> bool:
-    return current is not None and value.lower() == getattr(current, field).lower()
+def _unchanged(value: str, current, field: str) -> bool:
+    return current is not None and value == getattr(current, field)
