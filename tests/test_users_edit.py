@@ -213,6 +213,23 @@ async def test_saving_role_and_active_records_them_as_old_and_new(app, db, make_
     assert "role Customer → Manager" in text_ and "active yes → no" in text_
 
 
+async def test_a_toast_travels_in_the_htmx_answer_without_rewriting_the_session_cookie(app, db, make_user):
+    _, client = await signed_in(app, make_user, "Admin")
+    them = await make_user("Customer")
+    form = edit_form(await user_row(db, them["id"]), role="Manager")
+    response = await send(client, f"/users/{them['id']}", form, target=f"user-{them['id']}")
+    assert response.status_code == 200, await text(response)
+    assert "Saved" in toasts(response, "success")[0]["text"]
+    assert response.headers.getlist("Set-Cookie") == []
+    # Without htmx the answer is a redirect: the toast waits in the session for the next page.
+    form = edit_form(await user_row(db, them["id"]), role="Customer")
+    response = await send(client, f"/users/{them['id']}", form, hx=False)
+    assert response.status_code == 303
+    assert any(line.startswith("gatehouse-csrf=") for line in response.headers.getlist("Set-Cookie"))
+    page = await text(await client.get(location(response)))
+    assert "Saved" in element_text(page, "toasts")
+
+
 async def test_saving_without_changes_writes_nothing(app, db, make_user):
     _, client = await signed_in(app, make_user, "Admin")
     them = await make_user("Customer")

@@ -38,7 +38,8 @@ def create_app(config: Config | None = None) -> Quart:
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
     security.init_app(app)
     formatting.init_app(app)
-    app.after_request(render.toasts_to_header)
+    app.after_request(render.deliver_toasts)
+    app.add_template_global(render.pending_toasts)
     access.init_app(app)
     errors.init_app(app)
     for module in (pages, health, auth, profile, users, audit_log):

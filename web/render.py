@@ -6,7 +6,7 @@ Blocks are named after the element id they fill, with '-' written as '_'
 import json
 
 from jinja2_fragments.quart import render_block
-from quart import current_app, flash, get_flashed_messages, redirect, render_template, request
+from quart import current_app, flash, g, get_flashed_messages, redirect, render_template, request, session
 
 
 def is_htmx() -> bool:
@@ -41,20 +41,31 @@ async def render(template: str, status: int = 200, block: str | None = None,
 
 
 async def toast(message: str, level: str = "success", undo: str | None = None) -> None:
-    """A message for the toast region: in the next page rendered, or in HX-Trigger.
+    """A message for the toast region, shown by this answer or, after a redirect, the next page.
     `undo` is the URL a POST to which takes the action back."""
-    await flash({"text": message, "undo": undo}, level)
+    g.setdefault("toasts", []).append({"level": level, "text": message, "undo": undo})
 
 
-def toasts_to_header(response):
-    """After an htmx fragment, the toasts the page did not render travel as an event."""
-    if not is_htmx() or "HX-Redirect" in response.headers or "HX-Location" in response.headers:
-        return response
+def pending_toasts() -> list[dict]:
+    """The toasts to show now, once: those an earlier answer left (it redirected) and this one's."""
     items = [{"level": level, **message} for level, message in get_flashed_messages(with_categories=True)]
-    if items:
-        events = json.loads(response.headers.get("HX-Trigger", "{}") or "{}")
-        events["toast"] = {"items": items}
-        response.headers["HX-Trigger"] = json.dumps(events)
+    return items + g.pop("toasts", [])
+
+
+async def deliver_toasts(response):
+    """Toasts not shown by the page itself: an htmx fragment carries them in HX-Trigger; an
+    answer that sends the browser elsewhere leaves them in the session for the next page.
+    Only those touch the session cookie."""
+    if "toasts" not in g and "_flashes" not in session:
+        return response
+    if is_htmx() and "HX-Redirect" not in response.headers and "HX-Location" not in response.headers:
+        if items := pending_toasts():
+            events = json.loads(response.headers.get("HX-Trigger", "{}") or "{}")
+            events["toast"] = {"items": items}
+            response.headers["HX-Trigger"] = json.dumps(events)
+    else:
+        for item in g.pop("toasts", []):
+            await flash({"text": item["text"], "undo": item["undo"]}, item["level"])
     return response
 
 

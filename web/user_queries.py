@@ -1,5 +1,5 @@
 """Queries about user accounts, shared by registration, login, the CLI and the admin table."""
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from .db import utcnow
 from .tables import users
@@ -41,8 +41,13 @@ async def find_by_login(conn, identifier: str):
     return (await conn.execute(query)).first()
 
 
+# Built once: SQLAlchemy then reuses its compiled form; a select of every column is not cheap
+# to build, and most requests about one user start with this one.
+USER_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
+
+
 async def get_user(conn, user_id: int):
-    return (await conn.execute(select(users).where(users.c.id == user_id))).first()
+    return (await conn.execute(USER_BY_ID, {"user_id": user_id})).first()
 
 
 async def set_password_hash(conn, user_id: int, password_hash: str) -> None:
