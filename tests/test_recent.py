@@ -1,0 +1,121 @@
+"""Reads reused for a few seconds (web/recent.py): a signed-in user's session and the users
+table's totals. A write in this process makes them stale at once; a write by another process
+(another worker, the CLI) shows within the time limit.
+
+"Another process" is played by an engine of our own: its writes do not pass through
+`Database.write`, exactly like those of another worker."""
+import asyncio
+import re
+
+import pytest
+from sqlalchemy import delete, insert, update
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from helpers import htmx, open_session, text
+from web import sessions, user_table
+from web.db import utcnow
+from web.recent import Recent
+from web.tables import sessions as sessions_table, users
+
+SHORT = 0.3  # seconds: the time limit the tests give the caches
+
+
+@pytest.fixture
+def short_limits(monkeypatch):
+    monkeypatch.setattr(sessions, "_checked", Recent(SHORT, size=64))
+    monkeypatch.setattr(user_table, "_counts", Recent(SHORT, size=64))
+
+
+@pytest.fixture
+async def other_process(database_url):
+    engine = create_async_engine(database_url)
+
+    async def write(statement):
+        async with engine.begin() as conn:
+            await conn.execute(statement)
+    yield write
+    await engine.dispose()
+
+
+async def test_an_answer_is_reused_until_this_process_writes(db):
+    recent = Recent(60, size=8)
+    reads = []
+
+    async def read():
+        reads.append(1)
+        return len(reads)
+    assert await recent.get("k", read) == 1
+    assert await recent.get("k", read) == 1
+    async with db.write():
+        pass
+    assert await recent.get("k", read) == 2
+    assert await recent.get("other", read) == 3
+
+
+async def test_no_answer_is_not_kept_and_answers_expire():
+    recent = Recent(SHORT, size=8)
+    answers = iter([None, "found", "again"])
+
+    async def read():
+        return next(answers)
+    assert await recent.get("k", read) is None
+    assert await recent.get("k", read) == "found"
+    assert await recent.get("k", read) == "found"
+    await asyncio.sleep(SHORT * 2)
+    assert await recent.get("k", read) == "again"
+
+
+async def test_a_session_ended_in_this_process_is_refused_at_once(app, db, make_user, short_limits):
+    alice = await make_user(username="alice")
+    client = app.test_client()
+    sid = await open_session(app, client, alice["id"])
+    assert (await client.get("/profile")).status_code == 200
+    async with db.write() as conn:
+        await conn.execute(delete(sessions_table).where(sessions_table.c.id == sid))
+    assert (await client.get("/profile")).status_code == 302
+
+
+async def test_a_session_ended_by_another_process_is_refused_within_the_limit(
+        app, make_user, short_limits, other_process):
+    alice = await make_user(username="alice")
+    client = app.test_client()
+    sid = await open_session(app, client, alice["id"])
+    assert (await client.get("/profile")).status_code == 200
+    await other_process(delete(sessions_table).where(sessions_table.c.id == sid))
+    await asyncio.sleep(SHORT * 2)
+    assert (await client.get("/profile")).status_code == 302
+
+
+async def test_a_role_taken_away_by_another_process_counts_within_the_limit(
+        app, make_user, short_limits, other_process):
+    boss = await make_user("Admin", username="boss")
+    client = app.test_client()
+    await open_session(app, client, boss["id"])
+    assert (await client.get("/users")).status_code == 200
+    await other_process(update(users).where(users.c.id == boss["id"]).values(role="Customer"))
+    await asyncio.sleep(SHORT * 2)
+    assert (await client.get("/users")).status_code == 403
+
+
+def total(html: str) -> int:
+    return int(re.search(r'id="users-count"[^>]*>\s*([\d,]+) users?', html).group(1).replace(",", ""))
+
+
+async def table_total(client) -> int:
+    return total(await text(await client.get("/users", headers=htmx("users-table"))))
+
+
+async def test_the_table_total_follows_this_process_at_once_and_others_within_the_limit(
+        app, db, make_user, short_limits, other_process):
+    boss = await make_user("Admin", username="boss")
+    client = app.test_client()
+    await open_session(app, client, boss["id"])
+    assert await table_total(client) == 1
+    await make_user("Customer")  # through Database.write
+    assert await table_total(client) == 2
+    now = utcnow()
+    await other_process(insert(users).values(
+        username="elsewhere", email="elsewhere@example.com", password_hash="x", role="Customer",
+        active=True, version=1, created_at=now, updated_at=now))
+    await asyncio.sleep(SHORT * 2)
+    assert await table_total(client) == 3
