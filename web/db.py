@@ -57,7 +57,7 @@ def _sqlite_begin(conn):
 
 class Database:
     # Write transactions ended in this process, on any database: what was read before one
-    # may be stale (sessions.py keeps checked sessions only while this has not moved).
+    # may be stale (recent.py reuses an answer only while this has not moved).
     writes = 0
 
     def __init__(self, url: str, **engine_args):
