@@ -1,5 +1,6 @@
 """Registration over HTTP: the form, validation field by field, the inline check, throttling."""
 import asyncio
+import json
 import re
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from helpers import (
     user_named,
 )
 from web import create_app, passwords
+from web.auth import TAKEN_ANSWERS_FREE
 from web.db import utcnow
 from web.tables import login_throttle
 
@@ -243,6 +245,44 @@ async def test_registrations_stay_capped_for_the_hour_after_the_first_lock_ends(
         await conn.execute(update(login_throttle).values(locked_until=past))
     (answer,) = await register_many(app, 1, prefix="later")
     assert answer.status_code == 429
+
+
+async def check_username(client, username: str, ip: str):
+    return await post(client, "/register/check", {**GOOD, "username": username},
+                      headers=htmx("register-username-error"), scope_base={"client": (ip, 40000)})
+
+
+async def test_taken_answers_from_one_address_are_throttled(app, db, make_user):
+    await make_user(username="alice")
+    client = app.test_client()
+    for _ in range(TAKEN_ANSWERS_FREE - 1):
+        answer = await check_username(client, "alice", "192.0.2.9")
+        assert (await text(answer)).strip() == "This username is taken. Choose another."
+    # The last free answer still says it; from then on the address waits.
+    assert "taken" in await text(await check_username(client, "Alice", "192.0.2.9"))
+    refused = await check_username(client, "alice", "192.0.2.9")
+    assert refused.status_code == 429
+    assert "taken" not in await text(refused)
+    wait = refused.headers["Retry-After"]
+    assert int(wait) > 0
+    toast = json.loads(refused.headers["HX-Trigger"])["toast"]["items"][0]
+    assert toast["level"] == "error" and f"Try again in {wait} seconds" in toast["text"]
+    # A submitted form waits too, and keeps what was typed.
+    submitted = await post(client, "/register", {**GOOD, "username": "alice"},
+                           scope_base={"client": ("192.0.2.9", 40001)})
+    assert submitted.status_code == 429 and submitted.headers["Retry-After"]
+    page = await text(submitted)
+    assert "Too many names and addresses checked" in element_text(page, "register-form")
+    assert input_value(page, "username") == "alice" and "is taken" not in page
+    assert await user_count(db) == 1
+    # Another address is not affected.
+    assert "taken" in await text(await check_username(client, "alice", "198.51.100.2"))
+
+
+async def test_checking_free_names_is_not_throttled(client):
+    for n in range(TAKEN_ANSWERS_FREE + 5):
+        answer = await check_username(client, f"free.name{n}", "192.0.2.10")
+        assert answer.status_code == 200 and (await text(answer)).strip() == ""
 
 
 # ---- escaping --------------------------------------------------------------------------

@@ -6,18 +6,23 @@ from urllib.parse import urlsplit
 from quart import Blueprint, abort, current_app, g, request, session
 from quart_auth import AuthUser, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import TooManyRequests
 
 from . import audit, passwords, sessions, throttle, user_queries
 from .access import public, signed_in
 from .db import utcnow
 from .render import go, render, toast
-from .validation import account_problems, normalise_email
+from .validation import EMAIL_TAKEN, USERNAME_TAKEN, account_problems, normalise_email
 
 bp = Blueprint("auth", __name__)
 
 LOGIN_FAILED = "Wrong username, email or password."
 REGISTRATIONS_PER_HOUR = 10
 REGISTRATION_WINDOW = timedelta(hours=1)
+# "Taken" tells whether an account exists. Each client address gets this many such answers
+# (checks as one types and submitted forms alike) per throttle window, then waits, with the
+# login throttle's back-off.
+TAKEN_ANSWERS_FREE = 20
 
 
 def settings():
@@ -61,12 +66,32 @@ def registration_open():
         abort(404)
 
 
+def taken_key() -> str:
+    return f"taken:{client_ip()}"
+
+
+async def taken_answers_wait() -> int:
+    """Seconds until this address may learn again whether a name or address is taken."""
+    async with current_app.db.read() as conn:
+        return await throttle.seconds_to_wait(conn, [taken_key()])
+
+
 async def registration_problems(values: dict[str, str]) -> dict[str, str]:
     async with current_app.db.read() as conn:
         problems = await account_problems(conn, values["username"], values["email"], values["password"])
     if values["password_confirm"] != values["password"]:
         problems["password_confirm"] = "The two passwords differ."
+    if problems.get("username") == USERNAME_TAKEN or problems.get("email") == EMAIL_TAKEN:
+        async with current_app.db.write() as conn:
+            await throttle.count_attempt(conn, taken_key(), TAKEN_ANSWERS_FREE, settings().throttle_window)
     return problems
+
+
+async def too_many(values: dict[str, str], why: str, wait: int):
+    """The registration form again, saying why and for how long this address must wait."""
+    body, status = await render("auth/register.html", 429, values=values,
+                                errors={"form": f"{why} Try again in {wait} seconds."})
+    return body, status, {"Retry-After": str(wait)}
 
 
 REGISTER_FIELDS = ("username", "email", "password", "password_confirm")
@@ -86,6 +111,9 @@ async def register_form():
 async def register_check():
     """Inline validation: htmx asks for one field's error block as the person types."""
     registration_open()
+    if wait := await taken_answers_wait():
+        raise TooManyRequests(f"Too many names and addresses checked from your network. "
+                              f"Try again in {wait} seconds.", retry_after=wait)
     values = await form_fields(*REGISTER_FIELDS)
     return await render("auth/register.html", values=values, errors=await registration_problems(values))
 
@@ -97,6 +125,8 @@ async def register():
     if g.user:
         return go("/dashboard")
     values = await form_fields(*REGISTER_FIELDS)
+    if wait := await taken_answers_wait():
+        return await too_many(values, "Too many names and addresses checked from your network.", wait)
     problems = await registration_problems(values)
     if problems:
         return await render("auth/register.html", 422, values=values, errors=problems)
@@ -104,9 +134,7 @@ async def register():
         recent, oldest = await audit.recent_from(conn, "register", client_ip(), REGISTRATION_WINDOW)
     if recent >= REGISTRATIONS_PER_HOUR:
         wait = math.ceil((oldest + REGISTRATION_WINDOW - utcnow()).total_seconds())
-        body, status = await render("auth/register.html", 429, values=values, errors={
-            "form": f"Too many new accounts from your network. Try again in {wait} seconds."})
-        return body, status, {"Retry-After": str(wait)}
+        return await too_many(values, "Too many new accounts from your network.", wait)
     password_hash = await passwords.hash_password(values["password"])
     email, _ = normalise_email(values["email"])
     try:

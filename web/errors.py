@@ -1,6 +1,6 @@
 """Error pages in the app's own style: a whole page, or the main region for htmx."""
 from quart import current_app, request
-from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, TooManyRequests
 
 from .render import is_htmx, render, toast
 
@@ -36,6 +36,8 @@ async def error_page(error: HTTPException):
     headers = {}
     if isinstance(error, MethodNotAllowed) and error.valid_methods:
         headers["Allow"] = ", ".join(error.valid_methods)
+    if isinstance(error, TooManyRequests) and error.retry_after:
+        headers["Retry-After"] = str(error.retry_after)
     if is_htmx() and not request.headers.get("HX-Boosted"):
         # A refused action inside the page: say why in a toast and leave the page as it is.
         await toast(description, "error")

@@ -11,7 +11,7 @@ from .audit_table import CHANGES, View, counts_since
 from .db import utcnow
 from .render import render, toast
 from .tables import audit_events, users
-from .validation import normalise_email
+from .validation import EMAIL_TAKEN, normalise_email
 
 bp = Blueprint("profile", __name__)
 
@@ -75,7 +75,7 @@ async def change_email():
     if not errors:
         async with current_app.db.read() as conn:
             if await user_queries.email_taken(conn, email, except_id=g.user.id):
-                errors["email"] = "An account with this email address already exists."
+                errors["email"] = EMAIL_TAKEN
     if not errors and not await check_current_password(values["current_password"]):
         errors["current_password"] = "That is not your current password."
     if errors:

@@ -10,6 +10,8 @@ from . import passwords, user_queries
 from .tables import EMAIL_MAX, USERNAME_MAX
 
 USERNAME_MIN = 3
+USERNAME_TAKEN = "This username is taken. Choose another."
+EMAIL_TAKEN = "An account with this email address already exists."
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -47,13 +49,13 @@ async def account_problems(conn, username: str, email: str, password: str | None
         if message := username_problem(username):
             problems["username"] = message
         elif await user_queries.username_taken(conn, username, except_id):
-            problems["username"] = "This username is taken. Choose another."
+            problems["username"] = USERNAME_TAKEN
     if not _unchanged(email, current, "email"):
         normalised, message = normalise_email(email)
         if message:
             problems["email"] = message
         elif await user_queries.email_taken(conn, normalised, except_id):
-            problems["email"] = "An account with this email address already exists."
+            problems["email"] = EMAIL_TAKEN
     if password is not None and (message := passwords.problem(password, username, email)):
         problems["password"] = message
     return problems
