@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py                       # 100,000 users, SQLite, 1 worker
     .venv/bin/python bench/run.py --workers 2 --database-url postgresql+asyncpg://…/empty_db
     .venv/bin/python bench/run.py --users 2000 --duration 2 --smoke   # the plumbing only
+    .venv/bin/python bench/run.py --runs 3                # the median of three whole runs
 
 It creates the database with `run.py demo-data` and an admin with `run.py create-admin`,
 starts `run.py serve` with GATEHOUSE_BENCH=1 (which adds the ceiling endpoint), logs in,
@@ -12,6 +13,7 @@ table, writes bench/results/<timestamp>.json, and stops the server. See docs/PER
 """
 import argparse
 import asyncio
+import copy
 import gzip
 import json
 import os
@@ -21,6 +23,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -368,7 +371,13 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     p.add_argument("--out", help="JSON results file (default bench/results/<timestamp>.json)")
     p.add_argument("--smoke", action="store_true", help="check the plumbing: no targets, tagged as a smoke run")
-    return p.parse_args(argv)
+    p.add_argument("--runs", type=int, default=1,
+                   help="repeat the whole benchmark (fresh database, fresh server) and report each "
+                        "figure's median; --out then receives the median (default 1)")
+    args = p.parse_args(argv)
+    if args.runs < 1 or (args.runs > 1 and args.database_url):
+        p.error("--runs takes 1 or more, and more than 1 only with the fresh SQLite database of each run")
+    return args
 
 
 def main(argv=None) -> int:
@@ -377,6 +386,17 @@ def main(argv=None) -> int:
         log("wrk is not installed: apt-get install -y wrk")
         return 2
     args.port = args.port or free_port()
+    runs = [run_once(args) for _ in range(args.runs)]
+    if args.runs > 1:
+        median = median_of(runs)
+        path = Path(args.out) if args.out else BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-median.json"
+        path.write_text(json.dumps(median, indent=2) + "\n")
+        print(table(median))
+        log(f"Median of {args.runs} runs: {path}")
+    return 0
+
+
+def run_once(args) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
     database_url = args.database_url or f"sqlite+aiosqlite:///{workdir / 'bench.sqlite3'}"
     env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": secrets.token_urlsafe(48),
@@ -402,7 +422,7 @@ def main(argv=None) -> int:
         raise
 
 
-def run_scenarios(args, workdir, server, rows, admin_password, demo_password) -> int:
+def run_scenarios(args, workdir, server, rows, admin_password, demo_password) -> dict:
     try:
         server.wait_until_up()
         session = log_in(args.port, ADMIN, admin_password)
@@ -449,7 +469,8 @@ def run_scenarios(args, workdir, server, rows, admin_password, demo_password) ->
         "first_load": load, "targets": TARGETS,
     }
     results["checks"] = checks(results)
-    path = Path(args.out) if args.out else BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}.json"
+    path = Path(args.out) if args.out and args.runs == 1 else \
+        BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     shutil.copy(workdir / "server.log", path.with_suffix(".server.log"))
@@ -457,7 +478,38 @@ def run_scenarios(args, workdir, server, rows, admin_password, demo_password) ->
     log(f"Results: {path}")
     if not args.database_url:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return results
+
+
+def median_of(runs: list[dict]) -> dict:
+    """One result whose every figure is its median over `runs` (whole runs of the same code
+    differ by about ±10% in requests/s on two cores), printed and checked like a single run.
+    Errors, conflicts and failed logins are summed, not averaged away."""
+    def median(get):
+        return statistics.median(get(r) for r in runs)
+    result = copy.deepcopy(runs[0])
+    for name, scenario in result["scenarios"].items():
+        for key in ("requests", "duration_us", "rps", "p50_ms", "p99_ms", "saved"):
+            if key in scenario:
+                scenario[key] = median(lambda r: r["scenarios"][name][key])
+        for key in ("conflicts", "other"):
+            if key in scenario:
+                scenario[key] = sum(r["scenarios"][name][key] for r in runs)
+        scenario["errors"] = {kind: sum(r["scenarios"][name]["errors"][kind] for r in runs)
+                              for kind in scenario["errors"]}
+        if "logins" in scenario:
+            logins = scenario["logins"]
+            for key in ("logins", "logins_per_s", "p99_ms"):
+                logins[key] = median(lambda r: r["scenarios"][name]["logins"][key])
+            logins["failures"] = sum(r["scenarios"][name]["logins"]["failures"] for r in runs)
+    for key in ("peak_rss_kb", "peak_rss_kb_before_storm"):
+        result[key] = {"median": median(lambda r: max(r[key].values()))}
+    for key in ("wire_bytes", "uncompressed_bytes"):
+        result["first_load"][key] = median(lambda r: r["first_load"][key])
+    result["when"] = f"median of {len(runs)} runs, {runs[0]['when']} to {runs[-1]['when']}"
+    result["runs"] = [r["when"] for r in runs]
+    result["checks"] = checks(result)
+    return result
 
 
 async def require_empty(url: str) -> None:
@@ -503,10 +555,10 @@ def table(r: dict) -> str:
         if errors:
             notes.append(f"{errors} errors {d['errors']}")
         if name == "save":
-            notes.append(f"{d['saved']:,} saved, {d['conflicts']} conflicts (409), {d['other']} other")
+            notes.append(f"{d['saved']:,.0f} saved, {d['conflicts']} conflicts (409), {d['other']} other")
         if "logins" in d:
             lg = d["logins"]
-            notes.append(f"{lg['logins']} logins ({lg['logins_per_s']:.1f}/s, p99 {lg['p99_ms']:.0f} ms), "
+            notes.append(f"{lg['logins']:.0f} logins ({lg['logins_per_s']:.1f}/s, p99 {lg['p99_ms']:.0f} ms), "
                          f"{lg['failures']} failed; table p99 × {c['storm_p99_ratio']['value']:.2f}")
         rps = d["saved"] / (d["duration_us"] / 1e6) if name == "save" else d["rps"]
         lines.append(f"{d['title'][:34]:34} {rps:9,.0f} {d['p50_ms']:8.1f} {d['p99_ms']:8.1f} "

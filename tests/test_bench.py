@@ -3,6 +3,8 @@
 Asserts that each scenario ran and produced numbers, never how fast: timings depend on the
 machine. Needs wrk (Debian package); skips without it unless REQUIRE_BROWSER=1 (as in CI).
 """
+import copy
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -64,3 +66,38 @@ def test_prints_a_table_and_leaves_no_server_running(smoke_run):
     assert "ceiling" in stdout and "first load of /users" in stdout
     for pid in results["peak_rss_kb"]:
         assert not Path(f"/proc/{pid}").exists()
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_median_of_runs_takes_each_figures_median_and_sums_failures(smoke_run):
+    bench = load_bench()
+    runs = []
+    for factor, rss in ((1, 100_000), (3, 300_000), (2, 200_000)):
+        run = copy.deepcopy(smoke_run[0])
+        for scenario in run["scenarios"].values():
+            scenario["rps"] *= factor
+            scenario["errors"]["status"] = factor
+        run["scenarios"]["save"]["conflicts"] = factor
+        run["peak_rss_kb"] = {str(factor): rss}
+        runs.append(run)
+    median = bench.median_of(runs)
+    for name, scenario in median["scenarios"].items():
+        assert scenario["rps"] == 2 * smoke_run[0]["scenarios"][name]["rps"], name
+        assert scenario["errors"]["status"] == 6, name
+    assert median["scenarios"]["save"]["conflicts"] == 6
+    assert median["peak_rss_kb"] == {"median": 200_000}
+    assert median["checks"]["rss_mb"]["value"] == 200_000 / 1024
+    assert median["runs"] == [run["when"] for run in runs]
+    assert "ceiling" in bench.table(median)
+
+
+def test_several_runs_need_fresh_sqlite_databases():
+    result = subprocess.run([sys.executable, "bench/run.py", "--runs", "2", "--database-url", "postgresql+asyncpg://x/y"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--runs" in result.stderr
