@@ -279,10 +279,15 @@ async def test_taken_answers_from_one_address_are_throttled(app, db, make_user):
     assert "taken" in await text(await check_username(client, "alice", "198.51.100.2"))
 
 
-async def test_checking_free_names_is_not_throttled(client):
+async def test_checking_free_names_is_not_throttled(client, make_user):
+    await make_user(username="alice")
     for n in range(TAKEN_ANSWERS_FREE + 5):
         answer = await check_username(client, f"free.name{n}", "192.0.2.10")
         assert answer.status_code == 200 and (await text(answer)).strip() == ""
+        # Checking another field says nothing about the taken username beside it.
+        answer = await post(client, "/register/check", {**GOOD, "username": "alice", "email": f"e{n}"},
+                            headers=htmx("register-email-error"), scope_base={"client": ("192.0.2.10", 40000)})
+        assert answer.status_code == 200 and "taken" not in await text(answer)
 
 
 # ---- escaping --------------------------------------------------------------------------

@@ -19,10 +19,11 @@ bp = Blueprint("auth", __name__)
 LOGIN_FAILED = "Wrong username, email or password."
 REGISTRATIONS_PER_HOUR = 10
 REGISTRATION_WINDOW = timedelta(hours=1)
-# "Taken" tells whether an account exists. Each client address gets this many such answers
-# (checks as one types and submitted forms alike) per throttle window, then waits, with the
-# login throttle's back-off.
+# "Taken" tells whether an account exists. Each client address gets this many answers that
+# say so (checks as one types and submitted forms alike) per throttle window, then waits, with
+# the login throttle's back-off.
 TAKEN_ANSWERS_FREE = 20
+TAKEN_LIMITED = "Too many names and addresses checked from your network."
 
 
 def settings():
@@ -81,10 +82,17 @@ async def registration_problems(values: dict[str, str]) -> dict[str, str]:
         problems = await account_problems(conn, values["username"], values["email"], values["password"])
     if values["password_confirm"] != values["password"]:
         problems["password_confirm"] = "The two passwords differ."
-    if problems.get("username") == USERNAME_TAKEN or problems.get("email") == EMAIL_TAKEN:
+    return problems
+
+
+async def registration_answer(status: int, values: dict[str, str], problems: dict[str, str]):
+    """The form, or the field htmx asked for, with its problems; an answer that says a name or
+    an address is taken counts against this address (an inline check shows one field only)."""
+    body, status = await render("auth/register.html", status, values=values, errors=problems)
+    if USERNAME_TAKEN in body or EMAIL_TAKEN in body:
         async with current_app.db.write() as conn:
             await throttle.count_attempt(conn, taken_key(), TAKEN_ANSWERS_FREE, settings().throttle_window)
-    return problems
+    return body, status
 
 
 async def too_many(values: dict[str, str], why: str, wait: int):
@@ -112,10 +120,9 @@ async def register_check():
     """Inline validation: htmx asks for one field's error block as the person types."""
     registration_open()
     if wait := await taken_answers_wait():
-        raise TooManyRequests(f"Too many names and addresses checked from your network. "
-                              f"Try again in {wait} seconds.", retry_after=wait)
+        raise TooManyRequests(f"{TAKEN_LIMITED} Try again in {wait} seconds.", retry_after=wait)
     values = await form_fields(*REGISTER_FIELDS)
-    return await render("auth/register.html", values=values, errors=await registration_problems(values))
+    return await registration_answer(200, values, await registration_problems(values))
 
 
 @bp.post("/register")
@@ -126,10 +133,10 @@ async def register():
         return go("/dashboard")
     values = await form_fields(*REGISTER_FIELDS)
     if wait := await taken_answers_wait():
-        return await too_many(values, "Too many names and addresses checked from your network.", wait)
+        return await too_many(values, TAKEN_LIMITED, wait)
     problems = await registration_problems(values)
     if problems:
-        return await render("auth/register.html", 422, values=values, errors=problems)
+        return await registration_answer(422, values, problems)
     async with current_app.db.read() as conn:
         recent, oldest = await audit.recent_from(conn, "register", client_ip(), REGISTRATION_WINDOW)
     if recent >= REGISTRATIONS_PER_HOUR:
@@ -147,8 +154,7 @@ async def register():
             await start_session(user_id, False, conn)
     except IntegrityError:
         # Someone registered the same name or address since the check above.
-        return await render("auth/register.html", 422, values=values,
-                            errors=await registration_problems(values))
+        return await registration_answer(422, values, await registration_problems(values))
     await toast("Account created. Welcome to Gatehouse!")
     return go("/dashboard")
 
