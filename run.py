@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from datetime import timedelta
 
-from web.config import Config, ConfigError
-from web.db import Database
+from web.core.config import Config, ConfigError
+from web.core.db import Database
 
 DEMO_USERS_ON_FIRST_START = 250
 
@@ -35,23 +35,26 @@ def progress(done: int, total: int) -> None:
 
 
 async def create_admin(db: Database, username: str, email: str, password: str) -> int:
-    from web import audit, passwords, user_queries
-    from web.validation import account_problems
+    from web.accounts import passwords, queries
+    from web.accounts.validation import account_problems, normalise_email
+    from web.core import audit_trail as audit
     async with db.read() as conn:
         problems = await account_problems(conn, username, email, password)
     if problems:
         raise ValueError("; ".join(f"{field}: {message}" for field, message in problems.items()))
+    email, _ = normalise_email(email)  # as registration and the users table store it
     password_hash = await passwords.hash_password(password)
     async with db.write() as conn:
-        user_id = await user_queries.create_user(conn, username, email, password_hash, "Admin")
-        await audit.record(conn, "create", "user", user_id,
+        user_id = await queries.create_user(conn, username, email, password_hash, "Admin")
+        await audit.record(conn, "create", "user", user_id, actor=audit.CLI,
                            changes={"username": [None, username], "email": [None, email], "role": [None, "Admin"]})
     return user_id
 
 
 async def demo_data(db: Database, count: int) -> str:
     """Adds `count` users sharing one fresh random password, which is returned."""
-    from web import demo, passwords
+    from web.accounts import passwords
+    from web.core import demo
     password = secrets.token_urlsafe(12)
     await demo.add_demo_users(db, count, await passwords.hash_password(password), progress=progress)
     return password
@@ -59,9 +62,9 @@ async def demo_data(db: Database, count: int) -> str:
 
 async def first_start(db: Database) -> None:
     """On a database without users: demo data, and an admin with a printed password."""
-    from web import user_queries
+    from web.accounts import queries
     async with db.read() as conn:
-        if await user_queries.count_users(conn):
+        if await queries.count_users(conn):
             return
     print("First start: creating demo data and an admin account.", file=sys.stderr)
     demo_password = await demo_data(db, DEMO_USERS_ON_FIRST_START)
@@ -151,8 +154,8 @@ def duration(text: str) -> timedelta:
 
 
 def cmd_audit_prune(config: Config, args) -> int:
-    from web import audit
-    from web.db import utcnow
+    from web.core import audit_trail as audit
+    from web.core.db import utcnow
     cutoff = utcnow() - args.older_than
 
     def shown(removed):
@@ -164,15 +167,16 @@ def cmd_audit_prune(config: Config, args) -> int:
 
 
 def cmd_users_purge(config: Config, args) -> int:
-    from web import audit, user_queries
-    from web.db import utcnow
+    from web.accounts import queries
+    from web.core import audit_trail as audit
+    from web.core.db import utcnow
     cutoff = utcnow() - args.older_than
 
     async def purge(db):
         async with db.write() as conn:
-            gone = await user_queries.purge_deleted(conn, cutoff)
+            gone = await queries.purge_deleted(conn, cutoff)
             for row in gone:
-                await audit.record(conn, "purge", "user", row.id, actor=audit.Actor(None, "run.py"),
+                await audit.record(conn, "purge", "user", row.id, actor=audit.CLI,
                                    changes={"username": [row.username, None]})
         return gone
     gone = on_database(config, purge)
@@ -181,7 +185,7 @@ def cmd_users_purge(config: Config, args) -> int:
 
 
 def cmd_backup(config: Config, args) -> int:
-    from web.backup import BackupError, backup, sqlite_file
+    from web.core.backup import BackupError, backup, sqlite_file
     try:
         counts = backup(sqlite_file(config.database_url), args.path)
     except BackupError as error:
@@ -193,7 +197,7 @@ def cmd_backup(config: Config, args) -> int:
 
 
 def cmd_restore(config: Config, args) -> int:
-    from web.backup import BackupError, restore, sqlite_file
+    from web.core.backup import BackupError, restore, sqlite_file
     try:
         database = sqlite_file(config.database_url)
         counts = restore(args.path, database)
@@ -206,7 +210,7 @@ def cmd_restore(config: Config, args) -> int:
 
 
 def cmd_schema(config: Config, args) -> int:
-    from web.schema import render_schema_sql
+    from web.core.schema import render_schema_sql
     sys.stdout.write(render_schema_sql())
     return 0
 

@@ -152,9 +152,9 @@ def run_cli(env: dict, *args: str, stdin: str | None = None) -> str:
 async def pick_rows(database_url: str, save_rows: int, storm_users: int) -> dict:
     """Rows for the save scenario, accounts for the login storm, and a deep page's cursor."""
     from sqlalchemy import func, select
-    from web.db import Database
-    from web.tables import users
-    from web.user_table import SORTS, View, encode_cursor
+    from web.core.db import Database
+    from web.core.tables import users
+    from web.users.queries import SORTS, TableState, encode_cursor
     db = Database(database_url)
     try:
         async with db.read() as conn:
@@ -176,7 +176,7 @@ async def pick_rows(database_url: str, save_rows: int, storm_users: int) -> dict
     return {
         "storm": [row.username for row in storm],
         "save": [(row.id, row.version) for row in rest[::step][:save_rows]],
-        "deep_url": View(after=encode_cursor(sort, before_deep), page=page).url(),
+        "deep_url": TableState(after=encode_cursor(sort, before_deep), page=page).url(),
         "deep_page": page,
         "total": total,
     }
@@ -514,8 +514,8 @@ def median_of(runs: list[dict]) -> dict:
 
 async def require_empty(url: str) -> None:
     from sqlalchemy import func, select
-    from web.db import Database
-    from web.tables import users
+    from web.core.db import Database
+    from web.core.tables import users
     db = Database(url)
     try:
         await db.create_schema()

@@ -11,7 +11,7 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from web.tables import metadata
+from web.core.tables import metadata
 
 config = context.config
 target_metadata = metadata

@@ -21,36 +21,25 @@
     el.appendChild(close);
   }
 
-  // A POST back to the server; the CSRF header comes from hx-headers on the page.
-  function undoForm(url) {
-    var form = document.createElement("form");
-    form.method = "post";
-    form.action = url;
-    form.className = "inline-form";
-    form.setAttribute("hx-post", url);
-    form.setAttribute("hx-swap", "none");
-    var button = document.createElement("button");
-    button.type = "submit";
-    button.className = "button button-small";
-    button.textContent = "Undo";
-    form.appendChild(button);
-    form.addEventListener("htmx:afterRequest", function () { form.closest(".toast").remove(); });
-    window.setTimeout(function () { htmx.process(form); }, 0);
-    return form;
-  }
-
+  // The server's own toast markup (partials/toast.html), filled in: the Undo form posts with
+  // htmx, its CSRF token the one the server put in the template.
   function showToast(item) {
-    var el = document.createElement("div");
+    var el = document.getElementById("toast-template").content.firstElementChild.cloneNode(true);
     el.className = "toast toast-" + (item.level || "success");
-    el.setAttribute("data-bound", "");
-    var text = document.createElement("span");
-    text.className = "toast-text";
-    text.textContent = item.text;
-    el.appendChild(text);
-    if (item.undo) el.appendChild(undoForm(item.undo));
-    addCloseButton(el);
+    el.querySelector(".toast-text").textContent = item.text;
+    var form = el.querySelector("form");
+    if (item.undo) {
+      form.action = item.undo;
+      form.setAttribute("hx-post", item.undo);
+      form.setAttribute("hx-swap", "none");
+      form.addEventListener("htmx:afterRequest", function () { el.remove(); });
+    } else {
+      form.remove();
+      el.removeAttribute("data-ms");
+    }
     region().appendChild(el);
-    dismissLater(el, item.undo ? UNDO_MS : TOAST_MS);
+    adoptServerToasts(region());
+    if (item.undo) htmx.process(el);
   }
 
   function adoptServerToasts(root) {

@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete
 
-from web import create_app, passwords, user_queries
-from web.config import Config
-from web.db import Database, ensure_roles
-from web.tables import metadata
+from web import create_app
+from web.accounts import passwords
+from web.accounts import queries as user_queries
+from web.core.config import Config
+from web.core.db import Database, ensure_roles
+from web.core.tables import metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -12,9 +12,9 @@ from quart_auth import generate_auth_token
 from sqlalchemy import func, select, update
 
 from conftest import PASSWORD, csrf_from
-from web import sessions as web_sessions
-from web.db import utcnow
-from web.tables import audit_events, login_throttle, sessions, users
+from web.accounts import sessions as web_sessions
+from web.core.db import utcnow
+from web.core.tables import audit_events, login_throttle, sessions, users
 
 AUTH_COOKIE = "gatehouse"  # QUART_AUTH_COOKIE_NAME outside production
 HOST = "localhost"  # what the quart test client sends as Host

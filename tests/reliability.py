@@ -20,9 +20,9 @@ import httpx
 import sqlalchemy as sa
 
 from conftest import PASSWORD, SECRET, csrf_from, free_port, wait_until_up
-from web import user_queries
-from web.db import Database
-from web.tables import audit_events, users
+from web.accounts import queries as user_queries
+from web.core.db import Database
+from web.core.tables import audit_events, users
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION_RE = re.compile(r'name="version" value="(\d+)"')

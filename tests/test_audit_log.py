@@ -23,9 +23,9 @@ from sqlalchemy import event, func, insert, select
 
 from conftest import SECRET
 from helpers import htmx, is_login_redirect, location, open_session, text, token
-from web.audit_table import PAGE_SIZE
-from web.db import utcnow
-from web.tables import audit_events
+from web.audit.queries import PAGE_SIZE
+from web.core.db import utcnow
+from web.core.tables import audit_events
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = datetime(2024, 3, 1)  # the cast's events happen in the first days of March 2024

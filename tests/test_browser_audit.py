@@ -8,8 +8,8 @@ from playwright.async_api import expect
 from sqlalchemy import insert
 
 from test_browser_users import axe_violations, log_in
-from web.db import utcnow
-from web.tables import audit_events
+from web.core.db import utcnow
+from web.core.tables import audit_events
 
 ADMIN = "root.admin"
 CREATED = 120  # the Admin's "create" events: pages of 50, 50 and 20

@@ -6,8 +6,8 @@ import pytest
 from playwright.async_api import expect
 from sqlalchemy import select
 
-from web import demo
-from web.tables import audit_events, users
+from web.core import demo
+from web.core.tables import audit_events, users
 
 from conftest import PASSWORD
 

@@ -8,10 +8,11 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import PASSWORD, SECRET
-from web import demo, passwords
-from web.validation import normalise_email, username_problem
-from web.schema import render_schema_sql
-from web.tables import ROLES, audit_events, roles, users
+from web.core import demo
+from web.accounts import passwords
+from web.accounts.validation import normalise_email, username_problem
+from web.core.schema import render_schema_sql
+from web.core.tables import ROLES, audit_events, roles, users
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -119,6 +120,23 @@ async def test_create_admin_records_a_create_audit_event(db, database_url):
     assert (event.action, event.target_type, event.target_id) == ("create", "user", user_id)
     assert event.changes["username"] == [None, "root"]
     assert event.changes["role"] == [None, "Admin"]
+
+
+async def test_create_admin_stores_the_email_as_registration_does(db, database_url):
+    result = run_cli("create-admin", "--username", "root", "--email", "Root@EXAMPLE.com",
+                     database_url=database_url, stdin=PASSWORD + "\n")
+    assert result.returncode == 0, result.stderr
+    stored = await scalar(db, sa.select(users.c.email).where(users.c.username == "root"))
+    assert stored == normalise_email("Root@EXAMPLE.com")[0] == "Root@example.com"
+
+
+async def test_create_admin_audit_event_names_run_py_as_its_actor(db, database_url):
+    result = run_cli("create-admin", "--username", "root", "--email", "root@example.com",
+                     database_url=database_url, stdin=PASSWORD + "\n")
+    assert result.returncode == 0, result.stderr
+    async with db.read() as conn:
+        event = (await conn.execute(sa.select(audit_events))).one()
+    assert (event.actor_id, event.actor_name) == (None, "run.py")
 
 
 @pytest.mark.parametrize("password, why", [

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from web import create_app
-from web.config import Config, ConfigError
+from web.core.config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_SECRET = "s" * 40

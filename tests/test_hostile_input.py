@@ -23,8 +23,9 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 from conftest import PASSWORD
 from helpers import open_session, token
 from reliability import report
-from web import passwords, user_queries
-from web.tables import EMAIL_MAX, USERNAME_MAX, audit_events, login_throttle, roles, sessions, users
+from web.accounts import passwords
+from web.accounts import queries as user_queries
+from web.core.tables import EMAIL_MAX, USERNAME_MAX, audit_events, login_throttle, roles, sessions, users
 
 pytestmark = pytest.mark.reliability
 

@@ -13,10 +13,10 @@ from helpers import (
     load_auth_token, location, login, login_ok, open_session, post, session_rows,
     set_auth_cookie, set_cookie_line, text, token, unlock_throttle, user_row,
 )
-from web import passwords
-from web import sessions as web_sessions
-from web.db import utcnow
-from web.tables import users
+from web.accounts import passwords
+from web.accounts import sessions as web_sessions
+from web.core.db import utcnow
+from web.core.tables import users
 
 WRONG = "not the right password at all"
 

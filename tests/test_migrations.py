@@ -16,8 +16,8 @@ from conftest import SECRET, _pg_admin
 from test_schema import reflected_indexes, schema_diffs
 from alembic.script import ScriptDirectory
 
-from web.db import Database, alembic_config, ensure_roles, utcnow
-from web.tables import audit_events, metadata, roles, sessions, users
+from web.core.db import Database, alembic_config, ensure_roles, utcnow
+from web.core.tables import audit_events, metadata, roles, sessions, users
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -12,10 +12,11 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from helpers import htmx, open_session, text
-from web import sessions, user_table
-from web.db import utcnow
-from web.recent import Recent
-from web.tables import sessions as sessions_table, users
+from web.accounts import sessions
+from web.users import queries as user_table
+from web.core.db import utcnow
+from web.core.recent import Recent
+from web.core.tables import sessions as sessions_table, users
 
 SHORT = 0.3  # seconds: the time limit the tests give the caches
 

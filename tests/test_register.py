@@ -14,10 +14,11 @@ from helpers import (
     audit_rows, element_text, htmx, input_value, location, post, text, user_count,
     user_named,
 )
-from web import create_app, passwords
-from web.auth import TAKEN_ANSWERS_FREE
-from web.db import utcnow
-from web.tables import login_throttle
+from web import create_app
+from web.accounts import passwords
+from web.accounts.auth import TAKEN_ANSWERS_FREE
+from web.core.db import utcnow
+from web.core.tables import login_throttle
 
 GOOD = {"username": "newcomer", "email": "newcomer@example.com",
         "password": PASSWORD, "password_confirm": PASSWORD}

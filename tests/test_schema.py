@@ -11,10 +11,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import visitors
 
-from web import user_queries
-from web.db import utcnow
-from web.schema import render_schema_sql
-from web.tables import metadata, sessions, users
+from web.accounts import queries as user_queries
+from web.core.db import utcnow
+from web.core.schema import render_schema_sql
+from web.core.tables import metadata, sessions, users
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,9 @@ from helpers import (
     AUTH_COOKIE, audit_rows, element_text, htmx, input_value, is_login_redirect, login_ok,
     open_session, post, session_rows, set_cookie_line, text, user_row,
 )
-from web import passwords
-from web.db import utcnow
-from web.tables import sessions, users
+from web.accounts import passwords
+from web.core.db import utcnow
+from web.core.tables import sessions, users
 
 NEW_PASSWORD = "a brand new passphrase for the tests"
 

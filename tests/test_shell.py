@@ -5,8 +5,8 @@ import pytest
 
 from conftest import csrf_from, free_port, make_config
 from web import create_app
-from web.access import ANONYMOUS, public
-from web.tables import ROLES
+from web.core.access import ANONYMOUS, public
+from web.core.tables import ROLES
 
 EXTERNAL = ("http://", "https://", "//")
 
@@ -267,7 +267,7 @@ async def test_every_route_declares_who_may_use_it(offline_app):
     assert {"pages.home", "health.healthz"} <= endpoints
     for endpoint in sorted(endpoints):
         allowed = getattr(offline_app.view_functions[endpoint], "allowed_roles", None)
-        assert allowed, f"{endpoint} has no access declaration (use web.access.allow)"
+        assert allowed, f"{endpoint} has no access declaration (use web.core.access.allow)"
         assert allowed <= {ANONYMOUS, *ROLES}, f"{endpoint}: unknown roles {allowed}"
 
 

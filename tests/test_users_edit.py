@@ -12,10 +12,10 @@ from helpers import (
     audit_rows, element_text, htmx, input_value, is_login_redirect, location, login_ok,
     open_session, rows, session_rows, text, token, user_named, user_row,
 )
-from web.db import utcnow
-from web.tables import audit_events, users
-from web.security import unmask
-from web.users import LAST_ADMIN
+from web.core.db import utcnow
+from web.core.tables import audit_events, users
+from web.core.security import unmask
+from web.users.routes import LAST_ADMIN
 
 # ---- helpers -----------------------------------------------------------------------------
 
@@ -475,7 +475,7 @@ async def test_an_empty_password_is_generated_and_shown_once(app, db, make_user)
 
 
 def common_long_password() -> str:
-    from web import passwords
+    from web.accounts import passwords
     for line in passwords.COMMON_LIST.read_text(encoding="utf-8").splitlines():
         if len(line.strip()) >= passwords.MIN_LENGTH:
             return line.strip()

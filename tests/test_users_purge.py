@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from conftest import SECRET
-from web.db import utcnow
-from web.tables import audit_events, users
+from web.core.db import utcnow
+from web.core.tables import audit_events, users
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import event, select, update
 
 from helpers import htmx, location, open_session, rows, text
-from web.db import utcnow
-from web.demo import add_demo_users
-from web.tables import users
-from web.user_table import PAGE_SIZE
+from web.core.db import utcnow
+from web.core.demo import add_demo_users
+from web.core.tables import users
+from web.users.queries import PAGE_SIZE
 
 NEVER = datetime(1970, 1, 1)
 

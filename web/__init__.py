@@ -2,8 +2,8 @@
 from quart import Quart
 from quart_auth import QuartAuth
 
-from .config import ROOT, Config
-from .db import Database
+from .core.config import ROOT, Config
+from .core.db import Database
 
 
 def create_app(config: Config | None = None) -> Quart:
@@ -33,19 +33,22 @@ def create_app(config: Config | None = None) -> Quart:
     app.db = Database(config.database_url)
     QuartAuth(app)
 
-    from . import (access, audit_log, auth, compress, errors, formatting, health, pages, profile, render,
-                   security, users)
+    from .accounts import auth, profile, sessions
+    from .audit import routes as audit_log
+    from .core import access, compress, errors, formatting, health, pages, render, security
+    from .dashboard import routes as dashboard
+    from .users import routes as users
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
     security.init_app(app)
     formatting.init_app(app)
     app.after_request(render.deliver_toasts)
     app.add_template_global(render.pending_toasts)
-    access.init_app(app)
+    access.init_app(app, load_user=sessions.load_user)
     errors.init_app(app)
-    for module in (pages, health, auth, profile, users, audit_log):
-        app.register_blueprint(module.bp)
+    for blueprint in (pages.bp, health.bp, auth.bp, profile.bp, dashboard.bp, users.bp, audit_log.bp):
+        app.register_blueprint(blueprint)
     if config.bench:
-        from . import bench
+        from .core import bench
         app.register_blueprint(bench.bp)
 
     @app.after_serving

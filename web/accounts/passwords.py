@@ -79,11 +79,3 @@ def problem(password: str, username: str = "", email: str = "") -> str | None:
             return f"The password must not contain your {label}."
     return None
 
-
-def strength_hint(password: str) -> str:
-    length = len(password)
-    if length < MIN_LENGTH:
-        return ""
-    if length < 20:
-        return "Good. Longer is stronger still."
-    return "Strong."

@@ -4,21 +4,21 @@ Every write checks the version the browser saw (a stale one gets 409), guards th
 active Admin, and writes its audit events in the same transaction.
 """
 import secrets
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from quart import Blueprint, abort, current_app, g, request
-from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import audit, passwords, sessions, user_queries
-from .access import staff
-from .auth import client_ip
-from .db import utcnow
-from .render import go, is_htmx, render, toast
-from .security import INT32_MAX
-from .tables import ROLES, users
-from .user_table import COLUMNS, View, load_page
-from .validation import account_problems, normalise_email
+from ..accounts import passwords, queries as accounts, sessions
+from ..accounts.validation import account_problems, normalise_email
+from ..core import audit_trail as audit
+from ..core.access import staff
+from ..core.context import client_ip
+from ..core.render import go, is_htmx, render, toast
+from ..core.security import INT32_MAX
+from ..core.tables import ROLES
+from .queries import COLUMNS, TableState, load_page
 
 bp = Blueprint("users", __name__)
 
@@ -32,13 +32,13 @@ def may_edit(target_role: str) -> bool:
     return g.user.role == "Admin" or target_role == "Customer"
 
 
-def view_from_back(back: str) -> View:
+def view_from_back(back: str) -> TableState:
     """The table state a form came from, carried in its `back` field as /users?…"""
-    return View.from_args(dict(parse_qsl(urlsplit(back).query)))
+    return TableState.from_args(dict(parse_qsl(urlsplit(back).query)))
 
 
-async def table_page(status=200, view: View | None = None, **context):
-    view = view or View.from_args(request.args)
+async def table_page(status=200, view: TableState | None = None, **context):
+    view = view or TableState.from_args(request.args)
     async with current_app.db.read() as conn:
         page = await load_page(conn, view)
     context.setdefault("editing", None)
@@ -48,13 +48,13 @@ async def table_page(status=200, view: View | None = None, **context):
 
 
 async def row_fragment(block: str, status=200, **context):
-    context.setdefault("view", View())
+    context.setdefault("view", TableState())
     return await render(ROWS, status, block=block, roles=ROLES, editable=EDITABLE[g.user.role], **context)
 
 
 async def load_user_or_404(user_id: int):
     async with current_app.db.read() as conn:
-        row = await user_queries.get_user(conn, user_id)
+        row = await accounts.get_user(conn, user_id)
     if row is None or row.deleted_at is not None:
         abort(404, "This user does not exist or was deleted.")
     return row
@@ -77,7 +77,7 @@ def row_values(row) -> dict:
 async def index():
     body, status = await table_page()
     # The filter form sends every field; the address bar gets the tidy URL of the same view.
-    return body, status, {"HX-Replace-Url": View.from_args(request.args).url()} \
+    return body, status, {"HX-Replace-Url": TableState.from_args(request.args).url()} \
         if request.headers.get("HX-Trigger") == "users-filters" else {}
 
 
@@ -88,8 +88,8 @@ async def index():
 async def show(user_id: int):
     user = await load_user_or_404(user_id)
     if not is_htmx():
-        return go(View.from_args(request.args).url())
-    return await row_fragment("user_row", u=user)
+        return go(TableState.from_args(request.args).url())
+    return await row_fragment("user", u=user)
 
 
 @bp.get("/users/<int:user_id>/edit")
@@ -97,9 +97,9 @@ async def show(user_id: int):
 async def edit(user_id: int):
     user = await load_changeable_or_403(user_id, "edit")
     state = {"u": user, "values": row_values(user), "errors": {}, "conflict": None,
-             "view": View.from_args(request.args)}
+             "view": TableState.from_args(request.args)}
     if is_htmx():
-        return await row_fragment("user_edit", **state)
+        return await row_fragment("user", editing=True, **state)
     return await table_page(editing=state)
 
 
@@ -134,7 +134,7 @@ def parse_version(raw: str) -> int:
 
 
 async def would_remove_last_admin(conn, target_id: int, becomes_admin: bool) -> bool:
-    admins = await user_queries.lock_active_admins(conn)
+    admins = await accounts.lock_active_admins(conn)
     return admins == [target_id] and not becomes_admin
 
 
@@ -156,7 +156,7 @@ async def save(user_id: int):
                 errors["role" if values["role"] != "Admin" else "active"] = LAST_ADMIN
             else:
                 try:
-                    saved = await user_queries.update_if_current(conn, user_id, version, values)
+                    saved = await accounts.update_if_current(conn, user_id, version, values)
                 except IntegrityError:
                     saved, errors["username"] = None, "This username or email was just taken."
                 if saved:
@@ -165,20 +165,20 @@ async def save(user_id: int):
             return await conflict(user_id, values, view)
     if errors:
         if is_htmx():
-            return await row_fragment("user_edit", 422, **state)
+            return await row_fragment("user", 422, editing=True, **state)
         return await table_page(422, view=view, editing=state)
     await toast(describe_change(values["username"], changes))
     if not is_htmx():
         return go(view.url())
-    return await row_fragment("user_row", u=saved, view=view)
+    return await row_fragment("user", u=saved, view=view)
 
 
-async def conflict(user_id: int, mine: dict, view: View):
+async def conflict(user_id: int, mine: dict, view: TableState):
     """Someone saved first: show their values beside ours; saving again overwrites theirs."""
     theirs = await load_user_or_404(user_id)
     state = {"u": theirs, "values": mine, "errors": {}, "conflict": row_values(theirs), "view": view}
     if is_htmx():
-        return await row_fragment("user_edit", 409, **state)
+        return await row_fragment("user", 409, editing=True, **state)
     return await table_page(409, view=view, editing=state)
 
 
@@ -198,7 +198,7 @@ def shown(value) -> str:
 @bp.get("/users/new")
 @staff
 async def new():
-    state = {"values": {"role": "Customer"}, "errors": {}, "view": View.from_args(request.args)}
+    state = {"values": {"role": "Customer"}, "errors": {}, "view": TableState.from_args(request.args)}
     if is_htmx():
         return await row_fragment("user_new", **state)
     return await table_page(creating=state)
@@ -229,7 +229,7 @@ async def create():
     password_hash = await passwords.hash_password(password)
     try:
         async with current_app.db.write() as conn:
-            user_id = await user_queries.create_user(conn, values["username"], email, password_hash, values["role"])
+            user_id = await accounts.create_user(conn, values["username"], email, password_hash, values["role"])
             await audit.record(conn, "create", "user", user_id, actor=g.user, ip=client_ip(), changes={
                 "username": [None, values["username"]], "email": [None, email], "role": [None, values["role"]]})
     except IntegrityError:
@@ -240,7 +240,7 @@ async def create():
         if generated:
             await toast(f"Initial password for {values['username']}: {generated} (shown once).", "warning")
         return go(view.url())
-    return await row_fragment("user_created", u=await load_user_or_404(user_id), generated=generated, view=view)
+    return await row_fragment("user", u=await load_user_or_404(user_id), generated=generated, view=view)
 
 
 # ---- delete and undo -------------------------------------------------------------------
@@ -250,7 +250,7 @@ async def create():
 async def confirm_delete(user_id: int):
     """Without JavaScript the dialog is a page of its own."""
     user = await load_changeable_or_403(user_id, "delete")
-    return await render("users/confirm_delete.html", u=user, view=View.from_args(request.args))
+    return await render("users/confirm_delete.html", u=user, view=TableState.from_args(request.args))
 
 
 @bp.post("/users/<int:user_id>/delete")
@@ -263,8 +263,7 @@ async def delete(user_id: int):
     async with current_app.db.write() as conn:
         if user.role == "Admin" and user.active and await would_remove_last_admin(conn, user_id, False):
             abort(409, LAST_ADMIN)
-        await conn.execute(update(users).where(users.c.id == user_id).values(
-            deleted_at=utcnow(), updated_at=utcnow(), version=users.c.version + 1))
+        await accounts.soft_delete(conn, user_id)
         await sessions.end_others(conn, user_id, keep_sid=None)
         await audit.record(conn, "delete", "user", user_id, actor=g.user, ip=client_ip(),
                            changes={"deleted": [False, True]})
@@ -278,14 +277,13 @@ async def delete(user_id: int):
 @staff
 async def restore(user_id: int):
     async with current_app.db.read() as conn:
-        user = await user_queries.get_user(conn, user_id)
+        user = await accounts.get_user(conn, user_id)
     if user is None or user.deleted_at is None:
         abort(404, "There is no deleted user to restore here.")
     if not may_edit(user.role):
         abort(403, "Managers restore Customers only.")
     async with current_app.db.write() as conn:
-        await conn.execute(update(users).where(users.c.id == user_id).values(
-            deleted_at=None, updated_at=utcnow(), version=users.c.version + 1))
+        await accounts.restore(conn, user_id)
         await audit.record(conn, "restore", "user", user_id, actor=g.user, ip=client_ip(),
                            changes={"deleted": [True, False]})
     await toast(f"Restored {user.username}.")
@@ -299,12 +297,17 @@ async def restore(user_id: int):
 BULK_ACTIONS = {"activate", "deactivate", "delete", *(f"role:{r}" for r in ROLES)}
 
 
-@bp.post("/users/bulk")
-@staff
-async def bulk():
+@dataclass(frozen=True)
+class BulkRequest:
+    action: str
+    ids: list[int]
+    view: TableState
+
+
+async def parse_bulk() -> BulkRequest:
+    """The action and selection a bulk form sent; 400 when either is not one we offer."""
     form = await request.form
     action = form.get("action", "")
-    view = view_from_back(form.get("back", ""))
     try:
         ids = sorted({int(i) for i in form.getlist("ids")})
     except ValueError:
@@ -317,39 +320,64 @@ async def bulk():
         abort(400, "Select at least one user first (x or Space on a row).")
     if action.startswith("role:") and g.user.role != "Admin":
         abort(403, "Only Admins change roles.")
+    return BulkRequest(action, ids, view_from_back(form.get("back", "")))
+
+
+def bulk_change(action: str, target) -> tuple[dict, dict]:
+    """(the columns to write, the audit changes) that `action` makes to one user; empty when
+    the user already is so."""
+    if action == "delete":
+        return {}, {"deleted": [False, True]}
+    before = row_values(target)
+    after = dict(before)
+    if action in {"activate", "deactivate"}:
+        after["active"] = action == "activate"
+    else:
+        after["role"] = action.split(":", 1)[1]
+    changes = audit.diff(before, after)
+    return {k: after[k] for k in changes}, changes
+
+
+async def plan_bulk(conn, request_: BulkRequest) -> list[tuple]:
+    """(user, columns, changes) for each selected user the action changes, decided on the rows
+    as they are inside the write transaction; aborts the whole action when any part of it is
+    not allowed."""
+    action = request_.action
+    targets = await accounts.live_users(conn, request_.ids)
+    if any(not may_edit(t.role) for t in targets):
+        abort(403, "Managers change Customers only; deselect the others.")
+    if action == "delete" and any(t.id == g.user.id for t in targets):
+        abort(409, "You cannot delete your own account; deselect it.")
+    admins = set(await accounts.lock_active_admins(conn))
+    removed = {t.id for t in targets if t.id in admins and action in {"deactivate", "delete", "role:Manager", "role:Customer"}}
+    if admins and admins <= removed:
+        abort(409, LAST_ADMIN)
+    plan = [(target, *bulk_change(action, target)) for target in targets]
+    return [(target, values, changes) for target, values, changes in plan if changes]
+
+
+async def apply_bulk(conn, action: str, plan: list[tuple]) -> None:
+    for target, values, changes in plan:
+        if action == "delete":
+            await accounts.soft_delete(conn, target.id)
+            await sessions.end_others(conn, target.id, keep_sid=None)
+        else:
+            await accounts.update_user(conn, target.id, values)
+        await audit.record(conn, "delete" if action == "delete" else "update", "user", target.id,
+                           actor=g.user, ip=client_ip(), changes=changes)
+
+
+@bp.post("/users/bulk")
+@staff
+async def bulk():
+    wanted = await parse_bulk()
     async with current_app.db.write() as conn:
-        targets = (await conn.execute(select(users).where(users.c.id.in_(ids), users.c.deleted_at.is_(None)))).all()
-        if any(not may_edit(t.role) for t in targets):
-            abort(403, "Managers change Customers only; deselect the others.")
-        if action == "delete" and any(t.id == g.user.id for t in targets):
-            abort(409, "You cannot delete your own account; deselect it.")
-        admins = set(await user_queries.lock_active_admins(conn))
-        removed = {t.id for t in targets if t.id in admins and action in {"deactivate", "delete", "role:Manager", "role:Customer"}}
-        if admins and admins <= removed:
-            abort(409, LAST_ADMIN)
-        count = 0
-        for target in targets:
-            before = row_values(target)
-            after = dict(before)
-            if action in {"activate", "deactivate"}:
-                after["active"] = action == "activate"
-            elif action.startswith("role:"):
-                after["role"] = action.split(":", 1)[1]
-            changes = audit.diff(before, after) if action != "delete" else {"deleted": [False, True]}
-            if not changes:
-                continue
-            values = {k: after[k] for k in ("active", "role")}
-            if action == "delete":
-                values = {"deleted_at": utcnow()}
-                await sessions.end_others(conn, target.id, keep_sid=None)
-            await conn.execute(update(users).where(users.c.id == target.id).values(
-                **values, updated_at=utcnow(), version=users.c.version + 1))
-            await audit.record(conn, "delete" if action == "delete" else "update", "user", target.id,
-                               actor=g.user, ip=client_ip(), changes=changes)
-            count += 1
+        plan = await plan_bulk(conn, wanted)
+        await apply_bulk(conn, wanted.action, plan)
     label = {"activate": "Activated", "deactivate": "Deactivated", "delete": "Deleted"}.get(
-        action, f"Made {action.split(':', 1)[-1]}")
+        wanted.action, f"Made {wanted.action.split(':', 1)[-1]}")
+    count = len(plan)
     await toast(f"{label} {count} user(s)." if count else "Nothing to change: the selected users already were so.")
     if not is_htmx():
-        return go(view.url())
+        return go(wanted.view.url())
     return "", 204, {"HX-Trigger": '{"users-changed": {}}'}

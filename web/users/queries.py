@@ -8,9 +8,9 @@ from urllib.parse import urlencode
 
 from sqlalchemy import and_, false, func, or_, select, true, tuple_
 
-from . import keyset
-from .recent import Recent
-from .tables import NEVER, ROLES, users
+from ..core import keyset
+from ..core.recent import Recent
+from ..core.tables import NEVER, ROLES, users
 
 PAGE_SIZE = 50
 NEVER_VALUE = datetime(1970, 1, 1)
@@ -38,8 +38,8 @@ COLUMNS = (("username", "Username"), ("email", "Email"), ("role", "Role"), ("act
 
 
 @dataclass(frozen=True)
-class View:
-    """What the table shows: every field is in the URL, so a link restores it exactly."""
+class TableState:
+    """What the users table shows: every field is in the URL, so a link restores it exactly."""
     q: str = ""
     role: str = ""
     active: str = ""
@@ -50,7 +50,7 @@ class View:
     page: int = 1
 
     @classmethod
-    def from_args(cls, args) -> "View":
+    def from_args(cls, args) -> "TableState":
         role = args.get("role", "")
         active = args.get("active", "")
         sort = args.get("sort", "username")
@@ -65,11 +65,15 @@ class View:
             page=keyset.page_number(args),
         )
 
-    def url(self, **changes) -> str:
+    def query_string(self, **changes) -> str:
+        """"?q=…&sort=…" (or "") for links to other pages that keep this table's state."""
         view = replace(self, **changes) if changes else self
         params = {k: v for k, v in vars(view).items() if v and not (k, v) in
                   {("sort", "username"), ("dir", "asc"), ("page", 1)}}
-        return "/users" + ("?" + urlencode(params) if params else "")
+        return "?" + urlencode(params) if params else ""
+
+    def url(self, **changes) -> str:
+        return "/users" + self.query_string(**changes)
 
     def sorted_by(self, column: str) -> str:
         """The link of a column header: sort by it, or flip the direction if it is the sort."""
@@ -86,7 +90,7 @@ def decode_cursor(sort: Sort, token: str):
     return cursor if cursor is None or cursor[1] < 2**31 else None  # users.id is a 32-bit INTEGER
 
 
-def filters(view: View) -> list:
+def filters(view: TableState) -> list:
     conditions = [users.c.deleted_at.is_(None)]
     if view.q:
         # A prefix of the username or of the email, as an index range on lower(column).
@@ -122,12 +126,12 @@ COUNT_SECONDS = 5
 _counts = Recent(COUNT_SECONDS, size=256)
 
 
-async def count_matching(conn, view: View) -> int:
+async def count_matching(conn, view: TableState) -> int:
     key = (conn.engine, view.q.lower(), view.role, view.active)
     return await _counts.get(key, lambda: _count(conn, view))
 
 
-async def _count(conn, view: View) -> int:
+async def _count(conn, view: TableState) -> int:
     if not (view.q or view.role or view.active):
         # Every live user: all rows (counted from an index) minus the soft-deleted ones (a
         # partial index holds just those), instead of a pass over the whole table.
@@ -137,7 +141,7 @@ async def _count(conn, view: View) -> int:
     return (await conn.execute(select(func.count()).select_from(users).where(*filters(view)))).scalar_one()
 
 
-async def load_page(conn, view: View) -> keyset.Page:
+async def load_page(conn, view: TableState) -> keyset.Page:
     sort = SORTS[view.sort]
     backwards = bool(view.before)
     cursor = decode_cursor(sort, view.before or view.after) if (view.before or view.after) else None

@@ -15,6 +15,9 @@ class Actor(NamedTuple):
     username: str
 
 
+CLI = Actor(None, "run.py")
+
+
 def diff(before: dict, after: dict) -> dict:
     """{field: [old, new]} for the fields whose value changed."""
     return {k: [before.get(k), after[k]] for k in after if before.get(k) != after[k]}
@@ -58,6 +61,6 @@ async def prune(db, cutoff, batch: int = 5000, progress=None) -> int:
         if count < batch:
             break
     async with db.write() as conn:
-        await record(conn, "prune", "audit", None, actor=Actor(None, "run.py"),
+        await record(conn, "prune", "audit", None, actor=CLI,
                      changes={"removed": [None, removed], "older_than": [None, cutoff.isoformat(timespec="seconds")]})
     return removed

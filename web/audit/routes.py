@@ -5,11 +5,12 @@ import json
 
 from quart import Blueprint, current_app, g, make_response, request
 
-from . import audit, user_queries
-from .access import staff
-from .audit_table import ACTIONS, TARGET_TYPES, View, export_query, load_page
-from .auth import client_ip
-from .render import render
+from ..accounts import queries as accounts
+from ..core import audit_trail as audit
+from ..core.access import staff
+from ..core.context import client_ip
+from ..core.render import render
+from .queries import ACTIONS, TARGET_TYPES, AuditFilter, export_query, load_page
 
 bp = Blueprint("audit_log", __name__)
 
@@ -21,10 +22,10 @@ BATCH = 500
 @bp.get("/audit")
 @staff
 async def index():
-    view = View.from_args(request.args)
+    view = AuditFilter.from_args(request.args)
     async with current_app.db.read() as conn:
         page = await load_page(conn, view)
-        subject = await user_queries.get_user(conn, int(view.target_id)) \
+        subject = await accounts.get_user(conn, int(view.target_id)) \
             if view.target_type == "user" and view.target_id else None
     body, status = await render("audit/index.html", view=view, page=page, subject=subject,
                                 actions=ACTIONS, target_types=TARGET_TYPES)
@@ -57,7 +58,7 @@ def csv_row(event) -> str:
 @staff
 async def export():
     """The current filter as CSV, streamed from a server-side cursor: memory stays flat."""
-    view = View.from_args(request.args)
+    view = AuditFilter.from_args(request.args)
     async with current_app.db.write() as conn:
         await audit.record(conn, "export", "audit", None, actor=g.user, ip=client_ip(),
                            changes={"filter": [None, view.url()]})

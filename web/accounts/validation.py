@@ -6,8 +6,8 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
-from . import passwords, user_queries
-from .tables import EMAIL_MAX, USERNAME_MAX
+from ..core.tables import EMAIL_MAX, USERNAME_MAX
+from . import passwords, queries
 
 USERNAME_MIN = 3
 USERNAME_TAKEN = "This username is taken. Choose another."
@@ -48,13 +48,13 @@ async def account_problems(conn, username: str, email: str, password: str | None
     if not _unchanged(username, current, "username"):
         if message := username_problem(username):
             problems["username"] = message
-        elif await user_queries.username_taken(conn, username, except_id):
+        elif await queries.username_taken(conn, username, except_id):
             problems["username"] = USERNAME_TAKEN
     if not _unchanged(email, current, "email"):
         normalised, message = normalise_email(email)
         if message:
             problems["email"] = message
-        elif await user_queries.email_taken(conn, normalised, except_id):
+        elif await queries.email_taken(conn, normalised, except_id):
             problems["email"] = EMAIL_TAKEN
     if password is not None and (message := passwords.problem(password, username, email)):
         problems["password"] = message

@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 
 from sqlalchemy import func, select, tuple_, union_all
 
-from . import keyset
-from .tables import audit_events, users
+from ..core import keyset
+from ..core.tables import audit_events, users
 
 PAGE_SIZE = 50
 ACTIONS = ("create", "update", "delete", "restore", "register", "login", "login_failed", "logout",
@@ -36,7 +36,7 @@ def is_bare_date(text: str) -> bool:
 
 
 @dataclass(frozen=True)
-class View:
+class AuditFilter:
     """What the log shows; every field is in the URL."""
     actor: str = ""
     action: tuple[str, ...] = ()
@@ -49,7 +49,7 @@ class View:
     page: int = 1
 
     @classmethod
-    def from_args(cls, args) -> "View":
+    def from_args(cls, args) -> "AuditFilter":
         actions = tuple(a for a in args.getlist("action") if a in ACTIONS)
         target_id = args.get("target_id", "").strip()
         return cls(
@@ -86,7 +86,7 @@ class View:
         return bool(self.actor or self.action or self.target_type or self.target_id or self.since or self.until)
 
 
-async def conditions(conn, view: View) -> list | None:
+async def conditions(conn, view: AuditFilter) -> list | None:
     """The WHERE clauses of a view; None when it can match nothing (an unknown actor)."""
     where = []
     if view.actor:
@@ -122,7 +122,7 @@ def _ordered(table, ascending: bool):
     return table.c.occurred_at.desc(), table.c.id.desc()
 
 
-def page_query(view: View, where: list, ascending: bool, limit: int):
+def page_query(view: AuditFilter, where: list, ascending: bool, limit: int):
     """The events of a page. With several actions, one index range per action, each already
     in order, merged: `action IN (…) ORDER BY occurred_at` would sort every match per page."""
     if len(view.action) < 2:
@@ -134,7 +134,7 @@ def page_query(view: View, where: list, ascending: bool, limit: int):
     return select(merged).order_by(*_ordered(merged, ascending)).limit(limit)
 
 
-async def load_page(conn, view: View) -> keyset.Page:
+async def load_page(conn, view: AuditFilter) -> keyset.Page:
     where = await conditions(conn, view)
     if where is None:
         return keyset.Page([], 1, None, None, None)
@@ -147,7 +147,7 @@ async def load_page(conn, view: View) -> keyset.Page:
     return keyset.page_of(rows, PAGE_SIZE, view, backwards, cursor is not None, _cursor)
 
 
-async def export_query(conn, view: View):
+async def export_query(conn, view: AuditFilter):
     """Every event of the view, newest first, for a streamed export; None if none can match."""
     where = await conditions(conn, view)
     if where is None:
@@ -162,3 +162,10 @@ async def counts_since(conn, since: datetime) -> dict[str, int]:
     query = (select(audit_events.c.action, func.count()).where(audit_events.c.occurred_at >= since)
              .group_by(audit_events.c.action))
     return dict((await conn.execute(query)).all())
+
+
+async def recent_by_actor(conn, user_id: int, limit: int):
+    """What this person did last, newest first."""
+    query = (select(audit_events).where(audit_events.c.actor_id == user_id)
+             .order_by(audit_events.c.occurred_at.desc(), audit_events.c.id.desc()).limit(limit))
+    return (await conn.execute(query)).all()

@@ -1,17 +1,18 @@
 """Register, log in and log out."""
 import math
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 from quart import Blueprint, abort, current_app, g, request, session
 from quart_auth import AuthUser, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import TooManyRequests
 
-from . import audit, passwords, sessions, throttle, user_queries
-from .access import public, signed_in
-from .db import utcnow
-from .render import go, render, toast
+from ..core import audit_trail as audit
+from ..core.access import public, signed_in
+from ..core.context import client_ip, form_fields, safe_next, settings
+from ..core.db import utcnow
+from ..core.render import go, render, requested_block, toast
+from . import passwords, queries, sessions, throttle
 from .validation import EMAIL_TAKEN, USERNAME_TAKEN, account_problems, normalise_email
 
 bp = Blueprint("auth", __name__)
@@ -24,24 +25,9 @@ REGISTRATION_WINDOW = timedelta(hours=1)
 # the login throttle's back-off.
 TAKEN_ANSWERS_FREE = 20
 TAKEN_LIMITED = "Too many names and addresses checked from your network."
-
-
-def settings():
-    return current_app.config["GATEHOUSE"]
-
-
-def client_ip() -> str:
-    return request.remote_addr or ""
-
-
-def safe_next(target: str | None) -> str | None:
-    """`next` only when it is a path on this site: no scheme, no host, no backslash tricks."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return None
-    if any(ord(c) < 32 for c in target):
-        return None
-    parts = urlsplit(target)
-    return target if not parts.scheme and not parts.netloc else None
+REGISTER = "accounts/register.html"
+# The fields whose problems an inline check's block shows; any other block shows none of them.
+CHECK_BLOCK_FIELDS = {"register_username_error": ("username",), "register_email_error": ("email",)}
 
 
 async def start_session(user_id: int, remember: bool, conn) -> None:
@@ -51,13 +37,6 @@ async def start_session(user_id: int, remember: bool, conn) -> None:
                                  client_ip(), settings())
     login_user(AuthUser(token), remember=remember)
     session.pop("csrf", None)  # a fresh CSRF token for the new session
-
-
-async def form_fields(*names: str) -> dict[str, str]:
-    """Only the named fields of the posted form, as stripped strings (passwords kept as typed)."""
-    form = await request.form
-    return {name: form.get(name, "") if "password" in name else form.get(name, "").strip()
-            for name in names}
 
 
 # ---- registration ----------------------------------------------------------------------
@@ -85,19 +64,28 @@ async def registration_problems(values: dict[str, str]) -> dict[str, str]:
     return problems
 
 
+def says_taken(problems: dict[str, str], fields=("username", "email")) -> bool:
+    return problems.get("username") == USERNAME_TAKEN and "username" in fields or \
+        problems.get("email") == EMAIL_TAKEN and "email" in fields
+
+
+async def count_taken_answer() -> None:
+    async with current_app.db.write() as conn:
+        await throttle.count_attempt(conn, taken_key(), TAKEN_ANSWERS_FREE, settings().throttle_window)
+
+
 async def registration_answer(status: int, values: dict[str, str], problems: dict[str, str]):
-    """The form, or the field htmx asked for, with its problems; an answer that says a name or
-    an address is taken counts against this address (an inline check shows one field only)."""
-    body, status = await render("auth/register.html", status, values=values, errors=problems)
-    if USERNAME_TAKEN in body or EMAIL_TAKEN in body:
-        async with current_app.db.write() as conn:
-            await throttle.count_attempt(conn, taken_key(), TAKEN_ANSWERS_FREE, settings().throttle_window)
-    return body, status
+    """The submitted form (or the block htmx asked for) with its problems. Whatever part is
+    shown, its status tells whether the account could be made: one that failed because a name
+    or address is taken counts against this address."""
+    if says_taken(problems):
+        await count_taken_answer()
+    return await render(REGISTER, status, values=values, errors=problems)
 
 
 async def too_many(values: dict[str, str], why: str, wait: int):
     """The registration form again, saying why and for how long this address must wait."""
-    body, status = await render("auth/register.html", 429, values=values,
+    body, status = await render(REGISTER, 429, values=values,
                                 errors={"form": f"{why} Try again in {wait} seconds."})
     return body, status, {"Retry-After": str(wait)}
 
@@ -111,7 +99,7 @@ async def register_form():
     registration_open()
     if g.user:
         return go("/dashboard")
-    return await render("auth/register.html", values={}, errors={})
+    return await render(REGISTER, values={}, errors={})
 
 
 @bp.post("/register/check")
@@ -122,7 +110,11 @@ async def register_check():
     if wait := await taken_answers_wait():
         raise TooManyRequests(f"{TAKEN_LIMITED} Try again in {wait} seconds.", retry_after=wait)
     values = await form_fields(*REGISTER_FIELDS)
-    return await registration_answer(200, values, await registration_problems(values))
+    problems = await registration_problems(values)
+    block = requested_block(REGISTER)
+    if says_taken(problems, CHECK_BLOCK_FIELDS.get(block, ("username", "email"))):
+        await count_taken_answer()
+    return await render(REGISTER, values=values, errors=problems)
 
 
 @bp.post("/register")
@@ -146,7 +138,7 @@ async def register():
     email, _ = normalise_email(values["email"])
     try:
         async with current_app.db.write() as conn:
-            user_id = await user_queries.create_user(conn, values["username"], email, password_hash, "Customer")
+            user_id = await queries.create_user(conn, values["username"], email, password_hash, "Customer")
             await audit.record(conn, "register", "user", user_id, ip=client_ip(),
                                actor=audit.Actor(user_id, values["username"]),
                                changes={"username": [None, values["username"]], "email": [None, email],
@@ -165,7 +157,7 @@ async def login_page(status=200, **context):
     context.setdefault("values", {})
     context.setdefault("error", None)
     context["next"] = safe_next(context.get("next"))
-    return await render("auth/login.html", status, **context)
+    return await render("accounts/login.html", status, **context)
 
 
 @bp.get("/login")
@@ -185,7 +177,7 @@ async def login():
     next_path = safe_next(values["next"]) or "/dashboard"
     config, db = settings(), current_app.db
     async with db.read() as conn:
-        user = await user_queries.find_by_login(conn, identifier) if identifier else None
+        user = await queries.find_by_login(conn, identifier) if identifier else None
         # Failures count per account, whichever name was typed; per name for unknown ones.
         keys = [f"ip:{client_ip()}", f"account:{user.id}" if user else f"name:{identifier.lower()}"]
         wait = await throttle.seconds_to_wait(conn, keys)
@@ -203,8 +195,8 @@ async def login():
         return await login_page(401, values=values, next=next_path, error=LOGIN_FAILED)
     async with db.write() as conn:
         if new_hash:
-            await user_queries.set_password_hash(conn, user.id, new_hash)
-        await user_queries.record_login(conn, user.id)
+            await queries.set_password_hash(conn, user.id, new_hash)
+        await queries.record_login(conn, user.id)
         await throttle.clear(conn, keys[1])
         await start_session(user.id, remember, conn)
         await audit.record(conn, "login", "user", user.id, actor=user, ip=client_ip())

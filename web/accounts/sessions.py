@@ -7,11 +7,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from quart import current_app, g, request
+from quart_auth import current_user, logout_user
 from sqlalchemy import bindparam, delete, insert, select, update
 
-from .db import utcnow
-from .recent import Recent
-from .tables import sessions, users
+from ..core.db import utcnow
+from ..core.recent import Recent
+from ..core.tables import sessions, users
 
 TOUCH_EVERY = timedelta(minutes=1)
 # Every signed-in request checks its session; a round trip to the database for it is a large
@@ -100,3 +102,15 @@ async def list_for(conn, user_id: int):
 
 async def purge_expired(conn, now: datetime | None = None) -> int:
     return (await conn.execute(delete(sessions).where(sessions.c.expires_at <= (now or utcnow())))).rowcount
+
+
+async def load_user():
+    """g.user: who this request comes from (None for a visitor), from its session cookie."""
+    g.user = None
+    if request.endpoint == "static":
+        return
+    token = current_user.auth_id
+    if token:
+        g.user = await load(current_app.db, token, current_app.config["GATEHOUSE"])
+        if g.user is None:
+            logout_user()  # the session is over: drop the stale cookie

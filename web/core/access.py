@@ -1,10 +1,10 @@
-"""Who may use which route: every view declares it, and anything undeclared is refused."""
+"""Who may use which route: every view declares it, and anything undeclared is refused.
+
+Who the visitor is (g.user) comes from the accounts feature's session check."""
 from urllib.parse import urlencode
 
 from quart import abort, current_app, g, redirect, request
-from quart_auth import current_user, logout_user
 
-from . import sessions
 from .render import is_htmx
 from .tables import ROLES
 
@@ -25,7 +25,6 @@ def allow(*roles: str):
 public = allow(ANONYMOUS, *ROLES)
 signed_in = allow(*ROLES)
 staff = allow("Admin", "Manager")
-admin_only = allow("Admin")
 
 
 def login_url(next_path: str | None = None) -> str:
@@ -45,17 +44,6 @@ def to_login():
     return redirect(url)
 
 
-async def load_user():
-    g.user = None
-    if request.endpoint == "static":
-        return
-    token = current_user.auth_id
-    if token:
-        g.user = await sessions.load(current_app.db, token, current_app.config["GATEHOUSE"])
-        if g.user is None:
-            logout_user()  # the session is over: drop the stale cookie
-
-
 async def enforce():
     if request.endpoint is None or request.endpoint == "static":
         return None
@@ -70,7 +58,8 @@ async def enforce():
     abort(403)
 
 
-def init_app(app):
-    # Before CSRF is checked, so that an expired session answers with the login page.
+def init_app(app, load_user):
+    """`load_user` sets g.user (None for a visitor) for `enforce` to judge. Both run before
+    CSRF is checked, so that an expired session answers with the login page."""
     app.before_request_funcs.setdefault(None, [])[:0] = [load_user, enforce]
     app.context_processor(lambda: {"user": g.get("user")})

@@ -1,56 +1,23 @@
-"""A signed-in person's own pages: the dashboard and the profile with its sessions."""
-from datetime import timedelta
-
+"""A signed-in person's own profile: email, password and sessions."""
 from quart import Blueprint, current_app, g
-from sqlalchemy import select, update
 
-from . import audit, passwords, sessions, user_queries
-from .auth import client_ip, form_fields
-from .access import signed_in
-from .audit_table import CHANGES, View, counts_since
-from .db import utcnow
-from .render import render, toast
-from .tables import audit_events, users
+from ..core import audit_trail as audit
+from ..core.access import signed_in
+from ..core.context import client_ip, form_fields
+from ..core.render import render, toast
+from . import passwords, queries, sessions
 from .validation import EMAIL_TAKEN, normalise_email
 
 bp = Blueprint("profile", __name__)
 
-RECENT_EVENTS = 10
-
-
-async def recent_activity(conn, user_id: int):
-    query = (select(audit_events).where(audit_events.c.actor_id == user_id)
-             .order_by(audit_events.c.occurred_at.desc(), audit_events.c.id.desc()).limit(RECENT_EVENTS))
-    return (await conn.execute(query)).all()
-
-
-@bp.get("/dashboard")
-@signed_in
-async def dashboard():
-    since = utcnow() - timedelta(hours=24)
-    async with current_app.db.read() as conn:
-        account = await user_queries.get_user(conn, g.user.id)
-        events = await recent_activity(conn, g.user.id)
-        counts = await counts_since(conn, since) if g.user.role == "Admin" else None
-    stats = None
-    if counts is not None:
-        window = View(since=since.isoformat(timespec="minutes"))
-        stats = [
-            ("Logins", counts.get("login", 0), window.url(action=("login",))),
-            ("Failed logins", counts.get("login_failed", 0), window.url(action=("login_failed",))),
-            ("Changes", sum(counts.get(a, 0) for a in CHANGES), window.url(action=CHANGES)),
-        ]
-    return await render("profile/dashboard.html", account=account, events=events, stats=stats)
-
-
 async def profile_page(status=200, **context):
     async with current_app.db.read() as conn:
-        context["account"] = await user_queries.get_user(conn, g.user.id)
+        context["account"] = await queries.get_user(conn, g.user.id)
         context["sessions"] = await sessions.list_for(conn, g.user.id)
     context.setdefault("email_values", {})
     context.setdefault("email_errors", {})
     context.setdefault("password_errors", {})
-    return await render("profile/profile.html", status, **context)
+    return await render("accounts/profile.html", status, **context)
 
 
 @bp.get("/profile")
@@ -61,7 +28,7 @@ async def profile():
 
 async def check_current_password(password: str) -> bool:
     async with current_app.db.read() as conn:
-        account = await user_queries.get_user(conn, g.user.id)
+        account = await queries.get_user(conn, g.user.id)
     valid, _ = await passwords.verify(password, account.password_hash)
     return valid
 
@@ -74,7 +41,7 @@ async def change_email():
     errors = {"email": problem} if problem else {}
     if not errors:
         async with current_app.db.read() as conn:
-            if await user_queries.email_taken(conn, email, except_id=g.user.id):
+            if await queries.email_taken(conn, email, except_id=g.user.id):
                 errors["email"] = EMAIL_TAKEN
     if not errors and not await check_current_password(values["current_password"]):
         errors["current_password"] = "That is not your current password."
@@ -82,8 +49,7 @@ async def change_email():
         return await profile_page(422, email_values=values, email_errors=errors)
     async with current_app.db.write() as conn:
         if email != g.user.email:
-            await conn.execute(update(users).where(users.c.id == g.user.id).values(
-                email=email, updated_at=utcnow(), version=users.c.version + 1))
+            await queries.set_email(conn, g.user.id, email)
             await audit.record(conn, "update", "user", g.user.id, actor=g.user, ip=client_ip(),
                                changes={"email": [g.user.email, email]})
     await toast("Email address saved." if email != g.user.email else "Email address unchanged.")
@@ -107,7 +73,7 @@ async def change_password():
         return await profile_page(422, password_errors=errors)
     password_hash = await passwords.hash_password(values["password"])
     async with current_app.db.write() as conn:
-        await user_queries.set_password_hash(conn, g.user.id, password_hash)
+        await queries.set_password_hash(conn, g.user.id, password_hash)
         ended = await sessions.end_others(conn, g.user.id, keep_sid=g.user.session_id)
         await audit.record(conn, "password_change", "user", g.user.id, actor=g.user, ip=client_ip(),
                            changes={"sessions_ended": [None, ended]})

@@ -1,8 +1,9 @@
-"""Queries about user accounts, shared by registration, login, the CLI and the admin table."""
+"""Queries about user accounts, shared by registration, login, the profile, the CLI and the
+admin table. Every write of the users table is here."""
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
-from .db import utcnow
-from .tables import users
+from ..core.db import utcnow
+from ..core.tables import users
 
 
 async def count_users(conn) -> int:
@@ -50,9 +51,35 @@ async def get_user(conn, user_id: int):
     return (await conn.execute(USER_BY_ID, {"user_id": user_id})).first()
 
 
+def changed(**values) -> dict:
+    """`values` for an UPDATE of users that changes the account: its version moves on, so an
+    editor holding the old version gets a conflict instead of overwriting."""
+    return {**values, "updated_at": utcnow(), "version": users.c.version + 1}
+
+
 async def set_password_hash(conn, user_id: int, password_hash: str) -> None:
-    await conn.execute(update(users).where(users.c.id == user_id).values(
-        password_hash=password_hash, updated_at=utcnow(), version=users.c.version + 1))
+    await conn.execute(update(users).where(users.c.id == user_id).values(**changed(password_hash=password_hash)))
+
+
+async def set_email(conn, user_id: int, email: str) -> None:
+    await conn.execute(update(users).where(users.c.id == user_id).values(**changed(email=email)))
+
+
+async def update_user(conn, user_id: int, values: dict) -> None:
+    await conn.execute(update(users).where(users.c.id == user_id).values(**changed(**values)))
+
+
+async def soft_delete(conn, user_id: int) -> None:
+    await update_user(conn, user_id, {"deleted_at": utcnow()})
+
+
+async def restore(conn, user_id: int) -> None:
+    await update_user(conn, user_id, {"deleted_at": None})
+
+
+async def live_users(conn, ids: list[int]) -> list:
+    """The users with these ids that are not deleted, in the caller's (write) transaction."""
+    return (await conn.execute(select(users).where(users.c.id.in_(ids), users.c.deleted_at.is_(None)))).all()
 
 
 async def record_login(conn, user_id: int) -> None:
@@ -72,7 +99,7 @@ async def update_if_current(conn, user_id: int, version: int, values: dict):
     None when someone was first."""
     result = await conn.execute(
         update(users).where(users.c.id == user_id, users.c.version == version, users.c.deleted_at.is_(None))
-        .values(**values, updated_at=utcnow(), version=users.c.version + 1).returning(*users.c))
+        .values(**changed(**values)).returning(*users.c))
     return result.first()
 
 

@@ -11,8 +11,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .db import utcnow
-from .tables import login_throttle
+from ..core.db import utcnow
+from ..core.tables import login_throttle
 
 FIRST_LOCK_SECONDS = 15
 
