@@ -11,6 +11,7 @@
     python run.py restore PATH         put a backup back (stop the server first)
     python run.py audit-prune --older-than 365d
     python run.py users-purge --older-than 30d
+    python run.py purge-expired        expired sessions and throttle counts (workers do it too)
 
 Settings come from the environment: DATABASE_URL, SECRET_KEY, GATEHOUSE_ENV, HOST, PORT,
 REGISTRATION_OPEN. See README.md.
@@ -184,6 +185,14 @@ def cmd_users_purge(config: Config, args) -> int:
     return 0
 
 
+def cmd_purge_expired(config: Config, args) -> int:
+    from web.accounts import maintenance
+    removed = on_database(config, lambda db: maintenance.purge(db, config))
+    print(f"Removed {removed['sessions']:,} expired sessions and {removed['login_throttle']:,} "
+          "stale throttle counts.", file=sys.stderr)
+    return 0
+
+
 def cmd_backup(config: Config, args) -> int:
     from web.core.backup import BackupError, backup, sqlite_file
     try:
@@ -236,6 +245,8 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=1000, help="how many (default 1000)")
     demo.set_defaults(run=cmd_demo_data)
     command("schema", "Print the schema as SQL (what schema.sql holds).").set_defaults(run=cmd_schema)
+    command("purge-expired", "Delete sessions past their lifetime and throttle counts past their window "
+            "(every worker also does this about every 10 minutes).").set_defaults(run=cmd_purge_expired)
     backup = command("backup", "Copy the SQLite database to PATH while the server runs (consistent, checked); "
                      "for PostgreSQL use pg_dump.")
     backup.add_argument("path", type=Path, metavar="PATH")

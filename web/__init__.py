@@ -33,7 +33,7 @@ def create_app(config: Config | None = None) -> Quart:
     app.db = Database(config.database_url)
     QuartAuth(app)
 
-    from .accounts import auth, profile, sessions
+    from .accounts import auth, maintenance, profile, sessions
     from .audit import routes as audit_log
     from .core import access, compress, errors, formatting, health, pages, render, security
     from .dashboard import routes as dashboard
@@ -50,6 +50,8 @@ def create_app(config: Config | None = None) -> Quart:
     if config.bench:
         from .core import bench
         app.register_blueprint(bench.bp)
+
+    maintenance.init_app(app)
 
     @app.after_serving
     async def close_database():

@@ -5,7 +5,7 @@ Ending a session deletes its row, so a copied cookie dies with it.
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from quart import current_app, g, request
 from quart_auth import current_user, logout_user
@@ -98,10 +98,6 @@ async def list_for(conn, user_id: int):
     query = (select(sessions).where(sessions.c.user_id == user_id, sessions.c.expires_at > now)
              .order_by(sessions.c.last_seen_at.desc()))
     return (await conn.execute(query)).all()
-
-
-async def purge_expired(conn, now: datetime | None = None) -> int:
-    return (await conn.execute(delete(sessions).where(sessions.c.expires_at <= (now or utcnow())))).rowcount
 
 
 async def load_user():
