@@ -1,7 +1,4 @@
 """Register, log in and log out."""
-import math
-from datetime import timedelta
-
 from quart import Blueprint, abort, current_app, g, request, session
 from quart_auth import AuthUser, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
@@ -9,17 +6,18 @@ from werkzeug.exceptions import TooManyRequests
 
 from ..core import audit_trail as audit
 from ..core.access import public, signed_in
-from ..core.context import client_ip, form_fields, safe_next, settings
-from ..core.db import utcnow
+from ..core.context import client_ip, client_key, form_fields, safe_next, settings
 from ..core.render import go, render, requested_block, toast
-from . import passwords, queries, sessions, throttle
-from .validation import EMAIL_TAKEN, USERNAME_TAKEN, account_problems, normalise_email
+from . import attempts, passwords, queries, sessions, throttle
+from .devices import remember_device
+from .validation import EMAIL_TAKEN, USERNAME_TAKEN, account_problems, normalise_email, username_problem
 
 bp = Blueprint("auth", __name__)
 
 LOGIN_FAILED = "Wrong username, email or password."
+UNRECOGNISED = "(unrecognised)"
 REGISTRATIONS_PER_HOUR = 10
-REGISTRATION_WINDOW = timedelta(hours=1)
+REGISTRATION_WINDOW_SECONDS = 60 * 60
 # "Taken" tells whether an account exists. Each client address gets this many answers that
 # say so (checks as one types and submitted forms alike) per throttle window, then waits, with
 # the login throttle's back-off.
@@ -46,8 +44,13 @@ def registration_open():
         abort(404)
 
 
+class RegistrationCap(Exception):
+    def __init__(self, wait: int):
+        self.wait = wait
+
+
 def taken_key() -> str:
-    return f"taken:{client_ip()}"
+    return f"taken:{client_key()}"
 
 
 async def taken_answers_wait() -> int:
@@ -129,15 +132,15 @@ async def register():
     problems = await registration_problems(values)
     if problems:
         return await registration_answer(422, values, problems)
-    async with current_app.db.read() as conn:
-        recent, oldest = await audit.recent_from(conn, "register", client_ip(), REGISTRATION_WINDOW)
-    if recent >= REGISTRATIONS_PER_HOUR:
-        wait = math.ceil((oldest + REGISTRATION_WINDOW - utcnow()).total_seconds())
-        return await too_many(values, "Too many new accounts from your network.", wait)
     password_hash = await passwords.hash_password(values["password"])
     email, _ = normalise_email(values["email"])
     try:
         async with current_app.db.write() as conn:
+            # Taken in the transaction that creates the account: parallel registrations from
+            # one network queue on the counter's row, and a failed one gives its place back.
+            if wait := await throttle.take(conn, f"register:{client_key()}", REGISTRATIONS_PER_HOUR,
+                                           REGISTRATION_WINDOW_SECONDS):
+                raise RegistrationCap(wait)
             user_id = await queries.create_user(conn, values["username"], email, password_hash, "Customer")
             await audit.record(conn, "register", "user", user_id, ip=client_ip(),
                                actor=audit.Actor(user_id, values["username"]),
@@ -147,6 +150,8 @@ async def register():
     except IntegrityError:
         # Someone registered the same name or address since the check above.
         return await registration_answer(422, values, await registration_problems(values))
+    except RegistrationCap as cap:
+        return await too_many(values, "Too many new accounts from your network.", cap.wait)
     await toast("Account created. Welcome to Gatehouse!")
     return go("/dashboard")
 
@@ -169,37 +174,42 @@ async def login_form():
     return await login_page(next=next_path)
 
 
+def identifier_for_the_log(identifier: str, user) -> str:
+    """What a failed login's audit event shows of the name typed: a password typed into the
+    name box must never reach the log, which Managers read and export."""
+    if user is not None or username_problem(identifier) is None or normalise_email(identifier)[0]:
+        return identifier
+    return UNRECOGNISED
+
+
 @bp.post("/login")
 @public
 async def login():
     values = await form_fields("identifier", "password", "remember", "next")
-    identifier, remember = values["identifier"][:300], values["remember"] == "on"
+    identifier, remember = values["identifier"], values["remember"] == "on"
     next_path = safe_next(values["next"]) or "/dashboard"
-    config, db = settings(), current_app.db
+    db = current_app.db
     async with db.read() as conn:
         user = await queries.find_by_login(conn, identifier) if identifier else None
-        # Failures count per account, whichever name was typed; per name for unknown ones.
-        keys = [f"ip:{client_ip()}", f"account:{user.id}" if user else f"name:{identifier.lower()}"]
-        wait = await throttle.seconds_to_wait(conn, keys)
-    if wait:
+    keys = attempts.keys_for(user, identifier)
+    check = await attempts.check_password(db, keys, values["password"], user.password_hash if user else None)
+    if check.wait:
         body, status = await login_page(429, values=values, next=next_path, error=(
-            f"Too many failed attempts. Try again in {wait} seconds."))
-        return body, status, {"Retry-After": str(wait)}
-    valid, new_hash = await passwords.verify(values["password"], user.password_hash if user else None)
-    if not (valid and user.active and user.deleted_at is None):
+            f"Too many failed attempts. Try again in {check.wait} seconds."))
+        return body, status, {"Retry-After": str(check.wait)}
+    if not (check.valid and user.active and user.deleted_at is None):
         async with db.write() as conn:
-            for key in keys:
-                await throttle.count_attempt(conn, key, config.throttle_free_failures, config.throttle_window)
-            await audit.record(conn, "login_failed", "user", user.id if user else None,
-                               ip=client_ip(), changes={"identifier": [None, identifier]})
+            await audit.record(conn, "login_failed", "user", user.id if user else None, ip=client_ip(),
+                               changes={"identifier": [None, identifier_for_the_log(identifier, user)]})
         return await login_page(401, values=values, next=next_path, error=LOGIN_FAILED)
     async with db.write() as conn:
-        if new_hash:
-            await queries.set_password_hash(conn, user.id, new_hash)
+        if check.new_hash:
+            await queries.set_password_hash(conn, user.id, check.new_hash)
         await queries.record_login(conn, user.id)
-        await throttle.clear(conn, keys[1])
+        await attempts.forgive(conn, keys)
         await start_session(user.id, remember, conn)
         await audit.record(conn, "login", "user", user.id, actor=user, ip=client_ip())
+    remember_device(user.id)
     await toast(f"Welcome back, {user.username}.")
     return go(next_path)
 

@@ -5,7 +5,8 @@ from ..core import audit_trail as audit
 from ..core.access import signed_in
 from ..core.context import client_ip, form_fields
 from ..core.render import render, toast
-from . import passwords, queries, sessions
+from . import attempts, passwords, queries, sessions
+from .auth import TAKEN_LIMITED, count_taken_answer, taken_answers_wait
 from .validation import EMAIL_TAKEN, normalise_email
 
 bp = Blueprint("profile", __name__)
@@ -26,11 +27,35 @@ async def profile():
     return await profile_page()
 
 
-async def check_current_password(password: str) -> bool:
-    async with current_app.db.read() as conn:
+async def current_password_problem(password: str) -> str | None:
+    """Why the "current password" typed is refused, or None. Throttled like a login (a stolen
+    session must not be a way to guess the password) and each wrong one audited."""
+    db = current_app.db
+    async with db.read() as conn:
         account = await queries.get_user(conn, g.user.id)
-    valid, _ = await passwords.verify(password, account.password_hash)
-    return valid
+    keys = attempts.keys_for(account)
+    check = await attempts.check_password(db, keys, password, account.password_hash)
+    if check.wait:
+        return f"Too many wrong passwords. Try again in {check.wait} seconds."
+    async with db.write() as conn:
+        if check.valid:
+            await attempts.forgive(conn, keys)
+        else:
+            await audit.record(conn, "password_failed", "user", g.user.id, actor=g.user, ip=client_ip())
+    return None if check.valid else "That is not your current password."
+
+
+async def taken_problem(email: str) -> dict[str, str]:
+    """The email field's problem when the address belongs to another account; saying so counts
+    against this address's limit, as registration's answers do."""
+    if wait := await taken_answers_wait():
+        return {"email": f"{TAKEN_LIMITED} Try again in {wait} seconds."}
+    async with current_app.db.read() as conn:
+        taken = await queries.email_taken(conn, email, except_id=g.user.id)
+    if not taken:
+        return {}
+    await count_taken_answer()
+    return {"email": EMAIL_TAKEN}
 
 
 @bp.post("/profile/email")
@@ -39,12 +64,11 @@ async def change_email():
     values = await form_fields("email", "current_password")
     email, problem = normalise_email(values["email"])
     errors = {"email": problem} if problem else {}
+    # The password first: whether an address is taken is said only to the account's owner.
+    if not errors and (problem := await current_password_problem(values["current_password"])):
+        errors["current_password"] = problem
     if not errors:
-        async with current_app.db.read() as conn:
-            if await queries.email_taken(conn, email, except_id=g.user.id):
-                errors["email"] = EMAIL_TAKEN
-    if not errors and not await check_current_password(values["current_password"]):
-        errors["current_password"] = "That is not your current password."
+        errors = await taken_problem(email)
     if errors:
         return await profile_page(422, email_values=values, email_errors=errors)
     async with current_app.db.write() as conn:
@@ -67,8 +91,8 @@ async def change_password():
         errors["password"] = "The new password must differ from the current one."
     if values["password_confirm"] != values["password"]:
         errors["password_confirm"] = "The two passwords differ."
-    if not await check_current_password(values["current_password"]):
-        errors["current_password"] = "That is not your current password."
+    if problem := await current_password_problem(values["current_password"]):
+        errors["current_password"] = problem
     if errors:
         return await profile_page(422, password_errors=errors)
     password_hash = await passwords.hash_password(values["password"])

@@ -51,6 +51,12 @@ async def get_user(conn, user_id: int):
     return (await conn.execute(USER_BY_ID, {"user_id": user_id})).first()
 
 
+async def lock_user(conn, user_id: int):
+    """The user's row as it is now, locked until the write transaction ends (SQLite: BEGIN
+    IMMEDIATE already holds the write lock): a decision taken on it holds when the change is made."""
+    return (await conn.execute(USER_BY_ID.with_for_update(), {"user_id": user_id})).first()
+
+
 def changed(**values) -> dict:
     """`values` for an UPDATE of users that changes the account: its version moves on, so an
     editor holding the old version gets a conflict instead of overwriting."""
@@ -77,9 +83,11 @@ async def restore(conn, user_id: int) -> None:
     await update_user(conn, user_id, {"deleted_at": None})
 
 
-async def live_users(conn, ids: list[int]) -> list:
-    """The users with these ids that are not deleted, in the caller's (write) transaction."""
-    return (await conn.execute(select(users).where(users.c.id.in_(ids), users.c.deleted_at.is_(None)))).all()
+async def lock_live_users(conn, ids: list[int]) -> list:
+    """The users with these ids that are not deleted, locked until the write transaction ends
+    (PostgreSQL re-reads a row another transaction changed meanwhile: one deleted is left out)."""
+    query = select(users).where(users.c.id.in_(ids), users.c.deleted_at.is_(None)).order_by(users.c.id)
+    return (await conn.execute(query.with_for_update())).all()
 
 
 async def record_login(conn, user_id: int) -> None:

@@ -37,16 +37,6 @@ async def record(conn, action: str, target_type: str, target_id: int | None = No
     ))
 
 
-async def recent_from(conn, action: str, ip: str, within: timedelta) -> tuple[int, datetime | None]:
-    """How many `action` events came from `ip` within the last `within`, and the oldest's time
-    (e.g. registrations per network)."""
-    query = select(func.count(), func.min(audit_events.c.occurred_at)).where(
-        audit_events.c.action == action, audit_events.c.occurred_at > utcnow() - within,
-        audit_events.c.ip == ip)
-    count, oldest = (await conn.execute(query)).one()
-    return count, oldest
-
-
 async def prune(db, cutoff, batch: int = 5000, progress=None) -> int:
     """Deletes events older than `cutoff` in batches (short write locks), then records the prune."""
     removed = 0

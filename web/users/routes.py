@@ -60,12 +60,19 @@ async def load_user_or_404(user_id: int):
     return row
 
 
-async def load_changeable_or_403(user_id: int, verb: str = "change"):
-    """The user, if this person may change them: Admins anyone, Managers Customers only."""
-    user = await load_user_or_404(user_id)
+def changeable_or_abort(user, verb: str = "change"):
+    """404 for no (live) user, 403 unless this person may change them: Admins anyone,
+    Managers Customers only."""
+    if user is None or user.deleted_at is not None:
+        abort(404, "This user does not exist or was deleted.")
     if not may_edit(user.role):
         abort(403, f"Managers {verb} Customers only.")
     return user
+
+
+async def load_changeable_or_403(user_id: int, verb: str = "change"):
+    async with current_app.db.read() as conn:
+        return changeable_or_abort(await accounts.get_user(conn, user_id), verb)
 
 
 def row_values(row) -> dict:
@@ -256,12 +263,17 @@ async def confirm_delete(user_id: int):
 @bp.post("/users/<int:user_id>/delete")
 @staff
 async def delete(user_id: int):
-    user = await load_changeable_or_403(user_id, "delete")
     if user_id == g.user.id:
         abort(409, "You cannot delete your own account.")
     view = view_from_back((await request.form).get("back", ""))
     async with current_app.db.write() as conn:
-        if user.role == "Admin" and user.active and await would_remove_last_admin(conn, user_id, False):
+        # Who may delete whom is decided on the row as it is in this transaction: a Manager's
+        # delete must not pass on a Customer whom an Admin promoted a moment ago. The Admins'
+        # lock comes first, in the same order as an inline save takes it.
+        admins = await accounts.lock_active_admins(conn)
+        user = await accounts.lock_user(conn, user_id)
+        changeable_or_abort(user, "delete")
+        if admins == [user_id]:
             abort(409, LAST_ADMIN)
         await accounts.soft_delete(conn, user_id)
         await sessions.end_others(conn, user_id, keep_sid=None)
@@ -276,13 +288,12 @@ async def delete(user_id: int):
 @bp.post("/users/<int:user_id>/restore")
 @staff
 async def restore(user_id: int):
-    async with current_app.db.read() as conn:
-        user = await accounts.get_user(conn, user_id)
-    if user is None or user.deleted_at is None:
-        abort(404, "There is no deleted user to restore here.")
-    if not may_edit(user.role):
-        abort(403, "Managers restore Customers only.")
     async with current_app.db.write() as conn:
+        user = await accounts.lock_user(conn, user_id)
+        if user is None or user.deleted_at is None:
+            abort(404, "There is no deleted user to restore here.")
+        if not may_edit(user.role):
+            abort(403, "Managers restore Customers only.")
         await accounts.restore(conn, user_id)
         await audit.record(conn, "restore", "user", user_id, actor=g.user, ip=client_ip(),
                            changes={"deleted": [True, False]})
@@ -343,12 +354,12 @@ async def plan_bulk(conn, request_: BulkRequest) -> list[tuple]:
     as they are inside the write transaction; aborts the whole action when any part of it is
     not allowed."""
     action = request_.action
-    targets = await accounts.live_users(conn, request_.ids)
+    admins = set(await accounts.lock_active_admins(conn))  # first, in the order every write takes them
+    targets = await accounts.lock_live_users(conn, request_.ids)
     if any(not may_edit(t.role) for t in targets):
         abort(403, "Managers change Customers only; deselect the others.")
     if action == "delete" and any(t.id == g.user.id for t in targets):
         abort(409, "You cannot delete your own account; deselect it.")
-    admins = set(await accounts.lock_active_admins(conn))
     removed = {t.id for t in targets if t.id in admins and action in {"deactivate", "delete", "role:Manager", "role:Customer"}}
     if admins and admins <= removed:
         abort(409, LAST_ADMIN)
