@@ -35,10 +35,11 @@ def create_app(config: Config | None = None) -> Quart:
 
     from .accounts import auth, maintenance, profile, sessions
     from .audit import routes as audit_log
-    from .core import access, compress, errors, formatting, health, pages, render, security
+    from .core import access, compress, context, errors, formatting, health, pages, render, security
     from .dashboard import routes as dashboard
     from .users import routes as users
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
+    app.before_request(context.identify_client)  # first, so every other hook knows the client
     security.init_app(app)
     formatting.init_app(app)
     app.after_request(render.deliver_toasts)

@@ -1,4 +1,5 @@
 """Configuration from the environment, with defaults that are safe for development."""
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
@@ -6,6 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCE = ROOT / "instance"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(RuntimeError):
@@ -29,6 +31,19 @@ def _development_secret(instance: Path) -> str:
     return path.read_text().strip()
 
 
+def trusted_networks(value: str | None) -> tuple[Network, ...]:
+    """TRUSTED_PROXIES: addresses and networks (CIDR), IPv4 or IPv6, separated by commas."""
+    networks = []
+    for entry in filter(None, (part.strip() for part in (value or "").split(","))):
+        try:
+            networks.append(ipaddress.ip_network(entry))
+        except ValueError as error:
+            raise ConfigError(
+                f"TRUSTED_PROXIES must list IP addresses or networks such as 10.0.0.5, "
+                f"10.0.0.0/8 or fd00::/8, separated by commas; {entry!r} is not one: {error}") from None
+    return tuple(networks)
+
+
 @dataclass(frozen=True)
 class Config:
     database_url: str
@@ -38,6 +53,8 @@ class Config:
     port: int = 8000
     registration_open: bool = True
     bench: bool = False
+    # Only requests from these proxies may say, in forwarded headers, who the client is.
+    trusted_proxies: tuple[Network, ...] = ()
     # Login throttling: after `free` failures within `window` seconds, back off.
     throttle_free_failures: int = 5
     throttle_window: int = 15 * 60
@@ -81,4 +98,5 @@ class Config:
             port=port,
             registration_open=_flag(environ.get("REGISTRATION_OPEN"), True),
             bench=_flag(environ.get("GATEHOUSE_BENCH"), False),
+            trusted_proxies=trusted_networks(environ.get("TRUSTED_PROXIES")),
         )

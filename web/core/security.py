@@ -6,6 +6,8 @@ import secrets
 from quart import abort, current_app, g, request, session
 from werkzeug.routing import IntegerConverter
 
+from .context import client_scheme
+
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
@@ -51,7 +53,9 @@ def _same_origin() -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True  # not a browser, or an old one: the token alone decides
-    return origin == f"{request.scheme}://{request.host}"
+    # The scheme as a trusted proxy reports it; the host is the Host header, which the proxy
+    # must pass on (X-Forwarded-Host is not believed: Host is what the browser sent).
+    return origin == f"{client_scheme()}://{request.host}"
 
 
 async def check_csrf():
