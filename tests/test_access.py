@@ -10,7 +10,7 @@ from werkzeug.routing import IntegerConverter
 
 from conftest import csrf_from
 from helpers import (
-    audit_rows, is_login_redirect, location, open_session, post, session_rows, text, token,
+    audit_rows, is_login_redirect, location, open_session, post, session_rows, signed_in, text, token,
 )
 
 ANONYMOUS = "anonymous"
@@ -26,7 +26,7 @@ def everyone(outcome):
     return dict.fromkeys(ROLES, outcome)
 
 
-def signed_in(outcome):
+def anyone_signed_in(outcome):
     return {ANONYMOUS: LOGIN, **dict.fromkeys(SIGNED_IN, outcome)}
 
 
@@ -46,13 +46,13 @@ EXPECTED = {
     ("POST", "/register/check"): everyone(ALLOWED),
     ("GET", "/login"): anonymous_only_page(),
     ("POST", "/login"): everyone(ALLOWED),
-    ("POST", "/logout"): signed_in(ALLOWED),
-    ("GET", "/dashboard"): signed_in(200),
-    ("GET", "/profile"): signed_in(200),
-    ("POST", "/profile/email"): signed_in(ALLOWED),
-    ("POST", "/profile/password"): signed_in(ALLOWED),
-    ("POST", "/profile/sessions/<sid>/end"): signed_in(ALLOWED),
-    ("POST", "/profile/sessions/end-others"): signed_in(ALLOWED),
+    ("POST", "/logout"): anyone_signed_in(ALLOWED),
+    ("GET", "/dashboard"): anyone_signed_in(200),
+    ("GET", "/profile"): anyone_signed_in(200),
+    ("POST", "/profile/email"): anyone_signed_in(ALLOWED),
+    ("POST", "/profile/password"): anyone_signed_in(ALLOWED),
+    ("POST", "/profile/sessions/<sid>/end"): anyone_signed_in(ALLOWED),
+    ("POST", "/profile/sessions/end-others"): anyone_signed_in(ALLOWED),
     # The users table. Its routes that name a user are asked about a Customer, whom both
     # Managers and Admins may handle; which targets a Manager may touch is tested elsewhere.
     ("GET", "/users"): staff(200),
@@ -64,6 +64,7 @@ EXPECTED = {
     ("GET", "/users/<int:user_id>/delete"): staff(200),
     ("POST", "/users/<int:user_id>/delete"): staff(ALLOWED),
     ("POST", "/users/<int:user_id>/restore"): staff(ALLOWED),
+    ("POST", "/users/<int:user_id>/unlock"): staff(ALLOWED),
     ("POST", "/users/bulk"): staff(ALLOWED),
     # The audit log: read-only, for staff.
     ("GET", "/audit"): staff(200),
@@ -165,9 +166,8 @@ async def test_htmx_requests_follow_the_same_rules(app, make_user):
 # ---- CSRF ------------------------------------------------------------------------------
 
 @pytest.fixture
-async def signed_in_client(app, client, make_user):
-    alice = await make_user(username="alice")
-    await open_session(app, client, alice["id"])
+async def signed_in_client(app, make_user):
+    alice, client = await signed_in(app, make_user, "Customer", username="alice")
     await token(client)  # the browser has a page, so its session holds a CSRF token
     client.user_id = alice["id"]
     return client

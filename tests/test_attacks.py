@@ -15,6 +15,10 @@ from helpers import audit_rows, htmx, login, open_session, post, rows, text, use
 from web.core.tables import users
 
 WRONG = "not the password at all, sorry"
+
+
+def listed(html: str) -> list[str]:
+    return re.findall(r'<td class="col-username">([^<]*)</td>', html)
 NEW_PASSWORD = "plinth Marrow 47 gravel otter-sleet"
 
 
@@ -180,3 +184,36 @@ async def test_a_failed_login_logs_the_name_only_when_it_looks_like_one(app, db,
     await login(app.test_client(), typed, WRONG)
     (event,) = await audit_rows(db, "login_failed")
     assert event.changes["identifier"] == [None, shown]
+
+
+# ---- 2. Admins see and lift lock-outs --------------------------------------------------
+
+async def test_admins_find_locked_accounts_and_unlock_them_audited(app, db, make_user):
+    await make_user(username="locked.out")
+    await make_user(username="fine.user")
+    anyone = app.test_client()
+    for _ in range(5):
+        await login(anyone, "locked.out", WRONG, ip="198.51.100.1")
+    boss = await make_user("Admin", username="boss")
+    admin = app.test_client()
+    await open_session(app, admin, boss["id"])
+
+    locked_view = await text(await admin.get("/users?active=locked"))
+    assert listed(locked_view) == ["locked.out"]
+    assert 'class="badge badge-locked"' in locked_view
+
+    target = await user_named(db, "locked.out")
+    assert (await post(admin, f"/users/{target.id}/unlock", {})).status_code == 303
+    assert listed(await text(await admin.get("/users?active=locked"))) == []
+    (event,) = await audit_rows(db, "unlock")
+    assert (event.actor_id, event.target_id) == (boss["id"], target.id)
+    assert (await login(app.test_client(), "locked.out", ip="198.51.100.2")).status_code == 303
+
+
+async def test_a_manager_cannot_unlock_an_admin(app, db, make_user):
+    chief = await make_user("Admin", username="chief")
+    manny = await make_user("Manager", username="manny")
+    client = app.test_client()
+    await open_session(app, client, manny["id"])
+    assert (await post(client, f"/users/{chief['id']}/unlock", {})).status_code == 403
+    assert await audit_rows(db, "unlock") == []

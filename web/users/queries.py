@@ -6,13 +6,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import urlencode
 
-from sqlalchemy import and_, false, func, or_, select, true, tuple_
+from sqlalchemy import String, and_, cast, false, func, literal, or_, select, true, tuple_
 
 from ..core import keyset
 from ..core.recent import Recent
-from ..core.tables import NEVER, ROLES, users
+from ..core.db import utcnow
+from ..core.tables import NEVER, ROLES, login_throttle, users
 
 PAGE_SIZE = 50
+STATUSES = {"1", "0", "locked"}  # active, inactive, locked out by failed logins
 NEVER_VALUE = datetime(1970, 1, 1)
 
 
@@ -57,7 +59,7 @@ class TableState:
         return cls(
             q=args.get("q", "").strip()[:254],
             role=role if role in ROLES else "",
-            active=active if active in {"1", "0"} else "",
+            active=active if active in STATUSES else "",
             sort=sort if sort in SORTS else "username",
             dir="desc" if args.get("dir") == "desc" else "asc",
             after=args.get("after", "")[:500],
@@ -102,7 +104,10 @@ def filters(view: TableState) -> list:
         ))
     if view.role:
         conditions.append(users.c.role == view.role)
-    if view.active:
+    if view.active == "locked":
+        conditions.append(select(login_throttle.c.key).where(
+            login_throttle.c.key == ACCOUNT_KEY, login_throttle.c.locked_until > utcnow()).exists())
+    elif view.active:
         conditions.append(users.c.active.is_(true() if view.active == "1" else false()))
     return conditions
 
@@ -114,6 +119,17 @@ def _keyset(sort: Sort, cursor, greater: bool):
         return sort.key > value if greater else sort.key < value
     key = tuple_(sort.key, users.c.id)
     return key > tuple_(value, row_id) if greater else key < tuple_(value, row_id)
+
+
+# The login throttle's key of each account (accounts/attempts.py): a row locked now is an
+# account locked out by failed logins.
+ACCOUNT_KEY = literal("account:", String) + cast(users.c.id, String)
+
+
+def locked_until():
+    return (select(login_throttle.c.locked_until)
+            .where(login_throttle.c.key == ACCOUNT_KEY, login_throttle.c.locked_until > utcnow())
+            .scalar_subquery().label("locked_until"))
 
 
 LIST_COLUMNS = (users.c.id, users.c.username, users.c.email, users.c.role, users.c.active,
@@ -153,7 +169,7 @@ async def load_page(conn, view: TableState) -> keyset.Page:
     order = [sort.key.asc() if forward else sort.key.desc()]
     if not sort.unique:
         order.append(users.c.id.asc() if forward else users.c.id.desc())
-    query = select(*LIST_COLUMNS).where(*conditions).order_by(*order).limit(PAGE_SIZE + 1)
+    query = select(*LIST_COLUMNS, locked_until()).where(*conditions).order_by(*order).limit(PAGE_SIZE + 1)
     page = keyset.page_of((await conn.execute(query)).all(), PAGE_SIZE, view, backwards,
                           cursor is not None, lambda row: encode_cursor(sort, row))
     page.total = await count_matching(conn, view)

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 from quart import Blueprint, abort, current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
-from ..accounts import passwords, queries as accounts, sessions
+from ..accounts import passwords, queries as accounts, sessions, throttle
 from ..accounts.validation import account_problems, normalise_email
 from ..core import audit_trail as audit
 from ..core.access import staff
@@ -167,6 +167,7 @@ async def save(user_id: int):
                 except IntegrityError:
                     saved, errors["username"] = None, "This username or email was just taken."
                 if saved:
+                    await end_sessions_if_revoked(conn, user_id, changes)
                     await audit.record(conn, "update", "user", user_id, actor=g.user, ip=client_ip(), changes=changes)
         if not errors and saved is None:
             return await conflict(user_id, values, view)
@@ -187,6 +188,12 @@ async def conflict(user_id: int, mine: dict, view: TableState):
     if is_htmx():
         return await row_fragment("user", 409, editing=True, **state)
     return await table_page(409, view=view, editing=state)
+
+
+async def end_sessions_if_revoked(conn, user_id: int, changes: dict) -> None:
+    """A change that takes rights away ends the user's sessions in its own transaction."""
+    if sessions.revokes(changes):
+        await sessions.end_all(conn, user_id)
 
 
 def describe_change(username: str, changes: dict) -> str:
@@ -303,6 +310,21 @@ async def restore(user_id: int):
     return "", 204, {"HX-Trigger": f'{{"users-changed": {{"focus": {user_id}}}}}'}
 
 
+@bp.post("/users/<int:user_id>/unlock")
+@staff
+async def unlock(user_id: int):
+    """Lifts a lock-out by failed logins (the address's own count stays)."""
+    view = view_from_back((await request.form).get("back", ""))
+    async with current_app.db.write() as conn:
+        user = changeable_or_abort(await accounts.lock_user(conn, user_id), "unlock")
+        await throttle.clear(conn, f"account:{user_id}")
+        await audit.record(conn, "unlock", "user", user_id, actor=g.user, ip=client_ip())
+    await toast(f"Unlocked {user.username}: they can log in again.")
+    if not is_htmx():
+        return go(view.url())
+    return "", 204, {"HX-Trigger": '{"users-changed": {}}'}
+
+
 # ---- bulk actions ----------------------------------------------------------------------
 
 BULK_ACTIONS = {"activate", "deactivate", "delete", *(f"role:{r}" for r in ROLES)}
@@ -371,9 +393,9 @@ async def apply_bulk(conn, action: str, plan: list[tuple]) -> None:
     for target, values, changes in plan:
         if action == "delete":
             await accounts.soft_delete(conn, target.id)
-            await sessions.end_others(conn, target.id, keep_sid=None)
         else:
             await accounts.update_user(conn, target.id, values)
+        await end_sessions_if_revoked(conn, target.id, changes)
         await audit.record(conn, "delete" if action == "delete" else "update", "user", target.id,
                            actor=g.user, ip=client_ip(), changes=changes)
 
