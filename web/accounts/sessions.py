@@ -12,16 +12,13 @@ from quart_auth import current_user, logout_user
 from sqlalchemy import bindparam, delete, insert, select, update
 
 from ..core.db import utcnow
-from ..core.recent import Recent
-from ..core.tables import sessions, users
+from ..core.tables import ROLES, sessions, users
 
+# Every signed-in request reads its session row, joined with its user, and trusts nothing it
+# read before: a logout, an ended session, a deactivation or a lower role take effect at the
+# very next request, whichever worker or host serves it. Only the write that keeps a session
+# alive is spared: last_seen_at moves at most once per TOUCH_EVERY.
 TOUCH_EVERY = timedelta(minutes=1)
-# Every signed-in request checks its session; a round trip to the database for it is a large
-# part of what a small page costs. A session found valid is trusted again for RECHECK_SECONDS,
-# unless this process wrote to the database meanwhile: a logout, a role change or a
-# deactivation takes effect at once in this worker, within RECHECK_SECONDS in another.
-RECHECK_SECONDS = 2
-_checked = Recent(RECHECK_SECONDS, size=4096)
 
 
 @dataclass(frozen=True)
@@ -31,6 +28,7 @@ class CurrentUser:
     email: str
     role: str
     session_id: str
+    remember: bool
 
 
 def session_id(token: str) -> str:
@@ -62,12 +60,7 @@ SESSION_USER = (
 
 async def load(db, token: str, config) -> CurrentUser | None:
     """The active user behind a session token, or None; keeps the session alive."""
-    sid = session_id(token)
-    return await _checked.get(sid, lambda: _check(db, sid, config))
-
-
-async def _check(db, sid: str, config) -> CurrentUser | None:
-    now = utcnow()
+    sid, now = session_id(token), utcnow()
     async with db.read() as conn:
         row = (await conn.execute(SESSION_USER, {"sid": sid, "now": now})).first()
     if row is None:
@@ -78,7 +71,7 @@ async def _check(db, sid: str, config) -> CurrentUser | None:
     if row.last_seen_at <= now - TOUCH_EVERY:
         async with db.write() as conn:
             await conn.execute(update(sessions).where(sessions.c.id == sid).values(last_seen_at=now))
-    return CurrentUser(row.id, row.username, row.email, row.role, sid)
+    return CurrentUser(row.id, row.username, row.email, row.role, sid, row.remember)
 
 
 async def end(conn, sid: str, user_id: int) -> int:
@@ -91,6 +84,20 @@ async def end_others(conn, user_id: int, keep_sid: str | None) -> int:
     if keep_sid is not None:
         query = query.where(sessions.c.id != keep_sid)
     return (await conn.execute(query)).rowcount
+
+
+async def end_all(conn, user_id: int) -> int:
+    return await end_others(conn, user_id, keep_sid=None)
+
+
+def revokes(changes: dict) -> bool:
+    """Whether a change to an account (audit changes, {field: [old, new]}) takes rights away:
+    a deactivation, a deletion or a lower role. Such a change ends the account's sessions for
+    good, so that undoing it later revives none of them (nor a stolen cookie)."""
+    if changes.get("active") == [True, False] or changes.get("deleted") == [False, True]:
+        return True
+    old, new = changes.get("role", (None, None))
+    return old in ROLES and new in ROLES and ROLES.index(new) > ROLES.index(old)
 
 
 async def list_for(conn, user_id: int):

@@ -1,4 +1,5 @@
-"""Reads worth reusing for a few seconds: a signed-in user's session, the users table's totals.
+"""Reads worth reusing for a few seconds: the users table's totals. (Never a session: those are
+read at every request, so that revoking one takes effect at once on every worker.)
 
 An answer is reused only while this process has written nothing to the database since it was
 read (`Database.writes`), and for at most `seconds`: this worker sees its own writes at once,
