@@ -1,17 +1,24 @@
-"""Helpers for the accounts HTTP tests: CSRF tokens, logging in, htmx headers, cookies, db reads.
+"""Helpers shared by the tests: CSRF tokens, logging in, htmx requests and answers, cookies,
+pages and their pagers, db reads, audit events, run.py, and the browser.
 
 Hashing a password with the app's argon2 parameters takes about a second on a small machine,
 so tests that are not about logging in open a session directly (`open_session`): a session
 row as a login writes it, and the signed cookie quart-auth would set.
 """
+import base64
+import json
+import os
 import re
+import subprocess
+import sys
 from datetime import timedelta
 from html import unescape
+from urllib.parse import urlencode
 
 from quart_auth import generate_auth_token
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, insert, select, update
 
-from conftest import PASSWORD, csrf_from
+from conftest import PASSWORD, ROOT, SECRET, csrf_from
 from web.accounts import sessions as web_sessions
 from web.core.db import utcnow
 from web.core.tables import audit_events, login_throttle, sessions, users
@@ -68,6 +75,48 @@ async def login_ok(client, identifier: str, **kwargs):
     return response
 
 
+async def csrf(client) -> str:
+    """This client's CSRF token (it lives in the session cookie, so one fetch is enough)."""
+    if not getattr(client, "_csrf", None):
+        response = await client.get("/users")
+        client._csrf = csrf_from(await text(response)) if response.status_code == 200 else await token(client)
+    return client._csrf
+
+
+async def send(client, path: str, form=(), *, target: str | None = None, hx: bool = True,
+               with_csrf: bool = True):
+    """POST a form (a dict, or pairs for repeated names) the way htmx (or a plain form) does."""
+    pairs = list(form.items()) if isinstance(form, dict) else list(form)
+    if with_csrf:
+        pairs.append(("csrf_token", await csrf(client)))
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if hx:
+        headers.update(htmx(target))
+    return await client.post(path, data=urlencode(pairs), headers=headers)
+
+
+# ---- htmx answers ----------------------------------------------------------------------
+
+def triggers(response) -> dict:
+    return json.loads(response.headers.get("HX-Trigger") or "{}")
+
+
+def toasts(response, level: str | None = None) -> list[dict]:
+    items = triggers(response).get("toast", {}).get("items", [])
+    return [i for i in items if level is None or i["level"] == level]
+
+
+async def assert_refused(response, code: int, says: str | None = None):
+    """An htmx request refused by abort(): no body, no swap, the reason in an error toast."""
+    assert response.status_code == code, (response.status_code, await text(response))
+    assert await text(response) == ""
+    assert response.headers.get("HX-Reswap") == "none"
+    errors = toasts(response, "error")
+    assert errors, triggers(response)
+    if says:
+        assert says in errors[0]["text"], errors
+
+
 # ---- sessions without a login ----------------------------------------------------------
 
 async def open_session(app, client, user_id: int, *, remember: bool = False,
@@ -77,6 +126,19 @@ async def open_session(app, client, user_id: int, *, remember: bool = False,
         raw = await web_sessions.start(conn, user_id, remember, user_agent, ip, app.config["GATEHOUSE"])
     set_auth_cookie(client, generate_auth_token(client, raw))
     return web_sessions.session_id(raw)
+
+
+async def signed_in_as(app, user_id: int):
+    """A new test client with a session for `user_id`."""
+    client = app.test_client()
+    await open_session(app, client, user_id)
+    return client
+
+
+async def signed_in(app, make_user, role="Admin", **kwargs):
+    """A new account of `role` and a test client with a session for it."""
+    account = await make_user(role, **kwargs)
+    return account, await signed_in_as(app, account["id"])
 
 
 def set_auth_cookie(client, value: str) -> None:
@@ -104,11 +166,24 @@ def load_auth_token(app, cookie: str) -> str | None:
 
 # ---- pages -----------------------------------------------------------------------------
 
-def element_text(html: str, element_id: str) -> str:
-    """The text inside the element with this id (its first child level, tags removed)."""
+async def page(client, url: str, **headers) -> str:
+    """The HTML at `url`, which must answer 200."""
+    response = await client.get(url, headers=headers)
+    body = await text(response)
+    assert response.status_code == 200, (url, response.status_code, body[:500])
+    return body
+
+
+def element_html(html: str, element_id: str) -> str:
+    """The markup inside the element with this id (up to its first closing tag of that name)."""
     match = re.search(rf'<(\w+)[^>]*\bid="{re.escape(element_id)}"[^>]*>(.*?)</\1>', html, re.S)
     assert match, f"no element with id {element_id!r} in the page"
-    return unescape(re.sub(r"<[^>]+>", "", match.group(2))).strip()
+    return match.group(2)
+
+
+def element_text(html: str, element_id: str) -> str:
+    """The text inside the element with this id (its first child level, tags removed)."""
+    return unescape(re.sub(r"<[^>]+>", "", element_html(html, element_id))).strip()
 
 
 def input_value(html: str, name: str) -> str | None:
@@ -127,6 +202,53 @@ def is_login_redirect(response) -> bool:
     return response.status_code in (302, 303) and location(response).startswith("/login")
 
 
+def total_shown(html: str) -> int:
+    """The number of users the users table says it holds."""
+    match = re.search(r'id="users-count"[^>]*>\s*([\d,]+) users?\b', html)
+    assert match, "no user count in the table"
+    return int(match.group(1).replace(",", ""))
+
+
+# ---- keyset pages ----------------------------------------------------------------------
+
+def pager_link(html: str, kind: str) -> str | None:
+    """The href of the pager link marked data-page=kind (first, prev, next), or None."""
+    match = re.search(rf'<a href="([^"]*)"[^>]*\bdata-page="{kind}"', html)
+    return unescape(match.group(1)) if match else None
+
+
+def cursor(value, row_id) -> str:
+    """A keyset cursor as the pager links carry it: the sort value and the row id."""
+    raw = json.dumps([value, row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def page_and_statements(app, client, url: str) -> tuple[str, list[tuple[str, object]]]:
+    """The page at `url` and every SQL statement, with its parameters, that answering it ran."""
+    statements = []
+
+    def remember(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    engine = app.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        body = await page(client, url)
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    return body, statements
+
+
+def assert_no_offset(statements) -> None:
+    """SQLAlchemy's SQLite dialect writes "LIMIT ? OFFSET ?" for every LIMIT, with 0 bound as the
+    offset: that skips nothing. Any other OFFSET would be the app paging by skipping rows."""
+    for statement, parameters in statements:
+        if "OFFSET" not in statement.upper():
+            continue
+        assert re.search(r"LIMIT \? OFFSET \?\s*$", statement), statement
+        assert list(parameters)[-1] == 0, (statement, parameters)
+
+
 # ---- the database ----------------------------------------------------------------------
 
 async def rows(db, query):
@@ -139,6 +261,11 @@ async def execute(db, statement) -> None:
         await conn.execute(statement)
 
 
+async def scalar(db, query):
+    async with db.read() as conn:
+        return (await conn.execute(query)).scalar_one()
+
+
 async def user_row(db, user_id: int):
     return (await rows(db, select(users).where(users.c.id == user_id)))[0]
 
@@ -149,7 +276,7 @@ async def user_named(db, username: str):
 
 
 async def user_count(db) -> int:
-    return (await rows(db, select(func.count()).select_from(users)))[0][0]
+    return await scalar(db, select(func.count()).select_from(users))
 
 
 async def session_rows(db, user_id: int | None = None):
@@ -168,3 +295,67 @@ async def unlock_throttle(db) -> None:
     """As if the lock had run out: every locked_until moved into the past."""
     await execute(db, update(login_throttle).where(login_throttle.c.locked_until.is_not(None))
                   .values(locked_until=utcnow() - timedelta(seconds=1)))
+
+
+# ---- audit events ----------------------------------------------------------------------
+
+def event_row(occurred_at, *, actor=None, action="update", target_type="user", target_id=None,
+              changes=None, ip="", actor_name=None) -> dict:
+    """One row for audit_events; every row has every key, as executemany wants."""
+    return {
+        "occurred_at": occurred_at,
+        "actor_id": actor["id"] if actor else None,
+        "actor_name": actor_name if actor_name is not None else (actor["username"] if actor else ""),
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "changes": changes,
+        "ip": ip,
+    }
+
+
+async def insert_events(db, rows, batch: int = 10_000) -> None:
+    for start in range(0, len(rows), batch):
+        async with db.write() as conn:
+            await conn.execute(insert(audit_events), rows[start:start + batch])
+
+
+# ---- run.py ----------------------------------------------------------------------------
+
+def run_cli(*args, database_url: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """run.py as an operator runs it: a subprocess on `database_url`."""
+    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET, "GATEHOUSE_ENV": "development"}
+    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=300)
+
+
+def run_module():
+    """run.py imported in this process (it lives at the repo root, not in a package)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import run
+    return run
+
+
+# ---- the browser -----------------------------------------------------------------------
+
+async def log_in(page, base: str, username: str, next_path: str = "/users"):
+    """Log in through the form, as `username`, and wait to land on `next_path`."""
+    await page.goto(f"{base}/login?next={next_path}")
+    await page.fill("#login-identifier", username)
+    await page.fill("#login-password", PASSWORD)
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(base + next_path)
+
+
+def focused_row(page):
+    return page.locator("tr[data-row]:focus")
+
+
+async def axe_violations(page) -> list:
+    """Serious and critical findings of axe-core, injected past the CSP for the test only."""
+    axe = next((ROOT / "tests" / "vendor").glob("axe-*.min.js"))
+    await page.add_script_tag(path=str(axe))
+    result = await page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+            for v in result["violations"] if v["impact"] in ("serious", "critical")]

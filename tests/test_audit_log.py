@@ -10,8 +10,6 @@ import json
 import os
 import random
 import re
-import subprocess
-import sys
 import tracemalloc
 from datetime import datetime, timedelta
 from html import unescape
@@ -19,45 +17,26 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import func, select
 
 from conftest import SECRET
-from helpers import htmx, is_login_redirect, location, open_session, text, token
+from helpers import (
+    assert_no_offset, cursor, event_row, htmx, insert_events, is_login_redirect, location, page,
+    page_and_statements, pager_link, rows, run_cli, run_module, scalar, signed_in, signed_in_as, text,
+    token,
+)
 from web.audit.queries import PAGE_SIZE
 from web.core.db import utcnow
 from web.core.tables import audit_events
 
-ROOT = Path(__file__).resolve().parent.parent
 BASE = datetime(2024, 3, 1)  # the cast's events happen in the first days of March 2024
 CSV_HEADER = ["id", "occurred_at", "actor_id", "actor_name", "action", "target_type", "target_id", "changes", "ip"]
 
 
 # ---- helpers -----------------------------------------------------------------------------
 
-def event_row(occurred_at, *, actor=None, action="update", target_type="user", target_id=None,
-              changes=None, ip="", actor_name=None) -> dict:
-    """One row for audit_events; every row has every key, as executemany wants."""
-    return {
-        "occurred_at": occurred_at,
-        "actor_id": actor["id"] if actor else None,
-        "actor_name": actor_name if actor_name is not None else (actor["username"] if actor else ""),
-        "action": action,
-        "target_type": target_type,
-        "target_id": target_id,
-        "changes": changes,
-        "ip": ip,
-    }
-
-
-async def insert_events(db, rows, batch: int = 10_000) -> None:
-    for start in range(0, len(rows), batch):
-        async with db.write() as conn:
-            await conn.execute(insert(audit_events), rows[start:start + batch])
-
-
 async def all_events(db, *where):
-    async with db.read() as conn:
-        return (await conn.execute(select(audit_events).where(*where))).all()
+    return await rows(db, select(audit_events).where(*where))
 
 
 def newest_first(events) -> list[int]:
@@ -65,32 +44,12 @@ def newest_first(events) -> list[int]:
 
 
 async def event_count(db) -> int:
-    async with db.read() as conn:
-        return (await conn.execute(select(func.count()).select_from(audit_events))).scalar_one()
-
-
-async def signed_in(app, make_user, role="Admin", **kwargs):
-    account = await make_user(role, **kwargs)
-    client = app.test_client()
-    await open_session(app, client, account["id"])
-    return account, client
-
-
-async def page(client, url: str, **headers) -> str:
-    response = await client.get(url, headers=headers)
-    body = await text(response)
-    assert response.status_code == 200, (url, response.status_code, body[:500])
-    return body
+    return await scalar(db, select(func.count()).select_from(audit_events))
 
 
 def shown(html: str) -> list[int]:
     """The ids of the events in the table, in the order shown."""
     return [int(i) for i in re.findall(r'<tr id="event-(\d+)"', html)]
-
-
-def pager_link(html: str, kind: str) -> str | None:
-    match = re.search(rf'<a href="([^"]*)"[^>]*\bdata-page="{kind}"', html)
-    return unescape(match.group(1)) if match else None
 
 
 def query_of(url: str) -> dict[str, list[str]]:
@@ -172,9 +131,7 @@ async def cast(db, make_user):
 
 @pytest.fixture
 async def viewer(app, cast):
-    client = app.test_client()
-    await open_session(app, client, cast["root"]["id"])
-    return client
+    return await signed_in_as(app, cast["root"]["id"])
 
 
 def day(n: int) -> datetime:
@@ -232,11 +189,6 @@ async def test_an_unknown_actor_matches_nothing(viewer, cast):
     assert "No events match" in body
     body = await page(viewer, "/audit?actor=alic")  # a prefix is not the username
     assert shown(body) == []
-
-
-def cursor(value, row_id) -> str:
-    import base64
-    return base64.urlsafe_b64encode(json.dumps([value, row_id]).encode()).decode().rstrip("=")
 
 
 GARBAGE = [
@@ -338,8 +290,7 @@ async def walk(client, start: str, kind: str, limit: int = 200) -> tuple[list[li
 
 
 async def test_next_links_walk_every_event_once_and_prev_links_walk_back(app, db, large_log):
-    client = app.test_client()
-    await open_session(app, client, large_log["id"])
+    client = await signed_in_as(app, large_log["id"])
     pages, urls = await walk(client, "/audit", "next")
     walked = [i for p in pages for i in p]
     assert [len(p) for p in pages] == [PAGE_SIZE] * (LARGE // PAGE_SIZE)
@@ -356,8 +307,7 @@ async def test_next_links_walk_every_event_once_and_prev_links_walk_back(app, db
 
 
 async def test_filtered_pages_walk_the_filtered_events(app, db, large_log):
-    client = app.test_client()
-    await open_session(app, client, large_log["id"])
+    client = await signed_in_as(app, large_log["id"])
     pages, _ = await walk(client, "/audit?actor=person2&action=login&action=update", "next")
     walked = [i for p in pages for i in p]
     person2 = (await all_events(db, audit_events.c.actor_name == "person2",
@@ -368,47 +318,21 @@ async def test_filtered_pages_walk_the_filtered_events(app, db, large_log):
     assert query_of(url)["actor"] == ["person2"] and query_of(url)["action"] == ["login", "update"]
 
 
-def capture_statements(app):
-    statements = []
-
-    def remember(conn, cursor, statement, parameters, context, executemany):
-        statements.append((statement, parameters))
-    return statements, remember
-
-
-async def deep_page_statements(app, client, url: str) -> list[tuple[str, object]]:
-    statements, remember = capture_statements(app)
-    engine = app.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", remember)
-    try:
-        body = await page(client, url)
-    finally:
-        event.remove(engine, "before_cursor_execute", remember)
-    assert shown(body), "the deep page is empty"
-    return statements
-
-
 @pytest.mark.parametrize("filters", ["", "actor=person1&", "action=login&", "target_type=user&target_id={id}&",
                                      "since=2024-03-02&", "actor=person2&action=login&action=update&",
                                      "action=login&action=update&"])
 async def test_a_deep_page_is_found_without_offset_and_by_an_index(request, app, db, large_log, filters):
-    client = app.test_client()
-    await open_session(app, client, large_log["id"])
+    client = await signed_in_as(app, large_log["id"])
     person1 = (await all_events(db, audit_events.c.actor_name == "person1"))[0].actor_id
     url = "/audit?" + filters.format(id=person1)
     for _ in range(3):  # three pages in
         url = pager_link(await page(client, url), "next")
         assert url
-    statements = await deep_page_statements(app, client, url)
+    body, statements = await page_and_statements(app, client, url)
+    assert shown(body), "the deep page is empty"
     page_queries = [(s, p) for s, p in statements if "FROM audit_events" in s and "ORDER BY" in s]
     assert len(page_queries) == 1, statements
-    # SQLAlchemy's SQLite dialect writes "LIMIT ? OFFSET ?" for every LIMIT, with 0 bound as the
-    # offset: that skips nothing. Any other OFFSET would be the app paging by skipping rows.
-    for statement, parameters in statements:
-        if "OFFSET" not in statement.upper():
-            continue
-        assert re.search(r"LIMIT \? OFFSET \?\s*$", statement), statement
-        assert list(parameters)[-1] == 0, (statement, parameters)
+    assert_no_offset(statements)
     if not app.db.is_sqlite:
         return
     statement, parameters = page_queries[0]
@@ -816,12 +740,6 @@ async def test_an_export_longer_than_the_response_timeout_still_completes(app, d
 
 # ---- pruning -----------------------------------------------------------------------------
 
-def run_cli(*args, database_url: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET, "GATEHOUSE_ENV": "development"}
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
 async def test_prune_deletes_exactly_the_older_events_and_records_itself(db, database_url):
     now = utcnow()
     old = [event_row(now - timedelta(days=31, minutes=n), action="login", ip="192.0.2.1") for n in range(12_003)]
@@ -857,32 +775,25 @@ def test_prune_refuses_a_bad_age_from_the_command_line(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
-@pytest.mark.parametrize("value", BAD_AGES)
-def test_prune_refuses_a_bad_age(run_module, tmp_path, monkeypatch, capsys, value):
+def prune_in_process(tmp_path, monkeypatch, older_than: str) -> int:
+    """run.py audit-prune in this process, on a SQLite file at tmp_path/x.db; its exit code."""
     monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
     monkeypatch.setenv("SECRET_KEY", SECRET)
     with pytest.raises(SystemExit) as exit:
-        run_module.main(["audit-prune", "--older-than", value])
-    assert exit.value.code == 2
+        run_module().main(["audit-prune", "--older-than", older_than])
+    return exit.value.code
+
+
+@pytest.mark.parametrize("value", BAD_AGES)
+def test_prune_refuses_a_bad_age(tmp_path, monkeypatch, capsys, value):
+    assert prune_in_process(tmp_path, monkeypatch, value) == 2
     assert "--older-than" in capsys.readouterr().err
     assert not (tmp_path / "x.db").exists()
 
 
 @pytest.mark.parametrize("value", ["9999999999d", "1000000d"])
-def test_prune_refuses_an_age_too_big_for_a_date(run_module, tmp_path, monkeypatch, value):
-    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
-    monkeypatch.setenv("SECRET_KEY", SECRET)
-    with pytest.raises(SystemExit) as exit:
-        run_module.main(["audit-prune", "--older-than", value])
-    assert exit.value.code == 2
-
-
-@pytest.fixture(scope="module")
-def run_module():
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import run
-    return run
+def test_prune_refuses_an_age_too_big_for_a_date(tmp_path, monkeypatch, value):
+    assert prune_in_process(tmp_path, monkeypatch, value) == 2
 
 
 # ---- read-only on the web ----------------------------------------------------------------

@@ -5,25 +5,12 @@ from datetime import datetime, timedelta
 
 import pytest
 from playwright.async_api import expect
-from sqlalchemy import insert
 
-from test_browser_users import axe_violations, log_in
+from helpers import axe_violations, event_row, focused_row, insert_events, log_in
 from web.core.db import utcnow
-from web.core.tables import audit_events
 
 ADMIN = "root.admin"
 CREATED = 120  # the Admin's "create" events: pages of 50, 50 and 20
-
-
-def event_row(occurred_at, actor, action, target_id=None, ip="", changes=None) -> dict:
-    return {"occurred_at": occurred_at, "actor_id": actor["id"] if actor else None,
-            "actor_name": actor["username"] if actor else "", "action": action, "target_type": "user",
-            "target_id": target_id, "changes": changes, "ip": ip}
-
-
-async def insert_events(db, rows) -> None:
-    async with db.write() as conn:
-        await conn.execute(insert(audit_events), rows)
 
 
 @pytest.fixture
@@ -36,20 +23,16 @@ async def history(db, admin, make_user):
     """120 creations by the Admin and 30 logins by someone else, interleaved, all in the last days."""
     other = await make_user("Customer", username="other.person")
     start = utcnow() - timedelta(days=2)
-    rows = [event_row(start + timedelta(minutes=10 * n), admin, "create", other["id"],
+    rows = [event_row(start + timedelta(minutes=10 * n), actor=admin, action="create", target_id=other["id"],
                       changes={"username": [None, f"made{n}"]}) for n in range(CREATED)]
-    rows += [event_row(start + timedelta(minutes=10 * n + 5), other, "login", other["id"], ip="192.0.2.7")
-             for n in range(30)]
+    rows += [event_row(start + timedelta(minutes=10 * n + 5), actor=other, action="login", target_id=other["id"],
+                       ip="192.0.2.7") for n in range(30)]
     await insert_events(db, rows)
     return other
 
 
 def rows(page):
     return page.locator("#audit-rows tr[data-row]")
-
-
-def focused_row(page):
-    return page.locator("tr[data-row]:focus")
 
 
 async def focused_id(page) -> str:
@@ -143,9 +126,11 @@ async def test_h_on_a_users_row_opens_their_history_without_a_page_load(live_ser
     aaron = await make_user("Customer", username="aaron.first")  # first in the table, by username
     now = utcnow()
     await insert_events(db, [
-        event_row(now - timedelta(hours=3), admin, "create", aaron["id"], changes={"username": [None, "aaron.first"]}),
-        event_row(now - timedelta(hours=2), admin, "update", aaron["id"], changes={"email": ["a@x.test", "b@x.test"]}),
-        event_row(now - timedelta(hours=1), aaron, "login", aaron["id"]),
+        event_row(now - timedelta(hours=3), actor=admin, action="create", target_id=aaron["id"],
+                  changes={"username": [None, "aaron.first"]}),
+        event_row(now - timedelta(hours=2), actor=admin, action="update", target_id=aaron["id"],
+                  changes={"email": ["a@x.test", "b@x.test"]}),
+        event_row(now - timedelta(hours=1), actor=aaron, action="login", target_id=aaron["id"]),
     ])
     await log_in(page, live_server, ADMIN, "/users")
     await page.watch.mark()
@@ -165,7 +150,8 @@ async def test_h_on_a_users_row_opens_their_history_without_a_page_load(live_ser
 
 async def test_times_are_local_with_the_exact_utc_time_in_the_title(live_server, browser, admin, db):
     when = datetime(2024, 3, 5, 12, 34, 56)
-    await insert_events(db, [event_row(when, admin, "update", admin["id"], changes={"email": ["a@x.test", "b@x.test"]})])
+    await insert_events(db, [event_row(when, actor=admin, action="update", target_id=admin["id"],
+                                       changes={"email": ["a@x.test", "b@x.test"]})])
     context = await browser.new_context(timezone_id="Asia/Kolkata", locale="en-GB")  # UTC+05:30
     page = await context.new_page()
     try:

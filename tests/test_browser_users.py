@@ -1,17 +1,13 @@
 """The users table in Chromium, driven by the keyboard alone."""
 import re
-from pathlib import Path
 
 import pytest
 from playwright.async_api import expect
 from sqlalchemy import select
 
+from helpers import axe_violations, focused_row, log_in
 from web.core import demo
 from web.core.tables import audit_events, users
-
-from conftest import PASSWORD
-
-AXE = next((Path(__file__).parent / "vendor").glob("axe-*.min.js"))
 
 
 @pytest.fixture
@@ -22,18 +18,6 @@ async def admin(make_user):
 @pytest.fixture
 async def many_customers(db, password_hash):
     await demo.add_demo_users(db, 70, password_hash)
-
-
-async def log_in(page, base: str, username: str, next_path: str = "/users"):
-    await page.goto(f"{base}/login?next={next_path}")
-    await page.fill("#login-identifier", username)
-    await page.fill("#login-password", PASSWORD)
-    await page.keyboard.press("Enter")
-    await page.wait_for_url(base + next_path)
-
-
-def focused_row(page):
-    return page.locator("tr[data-row]:focus")
 
 
 async def focused_username(page) -> str:
@@ -200,14 +184,6 @@ async def test_two_admins_editing_the_same_row_get_a_conflict(live_server, brows
         await expect(page.locator("tr[data-row]").first).to_contain_text("mine@example.com")
     finally:
         await other_context.close()
-
-
-async def axe_violations(page) -> list:
-    """Serious and critical findings of axe-core, injected past the CSP for the test only."""
-    await page.add_script_tag(path=str(AXE))
-    result = await page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-    return [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
-            for v in result["violations"] if v["impact"] in ("serious", "critical")]
 
 
 async def test_users_page_has_no_serious_accessibility_violations(live_server, browser, admin, many_customers):

@@ -1,23 +1,16 @@
 """The command line, run.py, as an operator runs it: a subprocess on the test database."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 
-from conftest import PASSWORD, SECRET
+from conftest import PASSWORD, ROOT
+from helpers import run_cli, run_module, scalar, user_count
 from web.core import demo
 from web.accounts import passwords
 from web.accounts.validation import normalise_email, username_problem
 from web.core.schema import render_schema_sql
 from web.core.tables import ROLES, audit_events, roles, users
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-import run  # noqa: E402  (run.py lives at the repo root, not in a package)
+run = run_module()
 
 COMMANDS = ("serve", "init-db", "create-admin", "demo-data", "schema")
 # What the top-level --help says each command does.
@@ -30,25 +23,10 @@ PURPOSE = {
 }
 
 
-def run_cli(*args, database_url: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET, "GATEHOUSE_ENV": "development"}
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture
 def offline_url(tmp_path):
     """A database URL for commands that must not need one (help, schema)."""
     return f"sqlite+aiosqlite:///{tmp_path / 'unused.sqlite3'}"
-
-
-async def scalar(db, query):
-    async with db.read() as conn:
-        return (await conn.execute(query)).scalar_one()
-
-
-async def user_count(db) -> int:
-    return await scalar(db, sa.select(sa.func.count()).select_from(users))
 
 
 # ---- help -------------------------------------------------------------------------------
@@ -95,9 +73,15 @@ async def test_init_db_twice_leaves_exactly_the_three_roles(db, database_url):
 
 # ---- create-admin ------------------------------------------------------------------------
 
+def create_admin(database_url: str, username: str = "root", email: str = "root@example.com",
+                 password: str = PASSWORD):
+    """run.py create-admin, with the password piped in."""
+    return run_cli("create-admin", "--username", username, "--email", email,
+                   database_url=database_url, stdin=password + "\n")
+
+
 async def test_create_admin_creates_an_active_admin_with_the_piped_password(db, database_url):
-    result = run_cli("create-admin", "--username", "root", "--email", "root@example.com",
-                     database_url=database_url, stdin=PASSWORD + "\n")
+    result = create_admin(database_url)
     assert result.returncode == 0, result.stderr
     assert PASSWORD not in result.stdout + result.stderr
     async with db.read() as conn:
@@ -109,8 +93,7 @@ async def test_create_admin_creates_an_active_admin_with_the_piped_password(db, 
 
 
 async def test_create_admin_records_a_create_audit_event(db, database_url):
-    result = run_cli("create-admin", "--username", "root", "--email", "root@example.com",
-                     database_url=database_url, stdin=PASSWORD + "\n")
+    result = create_admin(database_url)
     assert result.returncode == 0, result.stderr
     user_id = await scalar(db, sa.select(users.c.id).where(users.c.username == "root"))
     async with db.read() as conn:
@@ -123,16 +106,14 @@ async def test_create_admin_records_a_create_audit_event(db, database_url):
 
 
 async def test_create_admin_stores_the_email_as_registration_does(db, database_url):
-    result = run_cli("create-admin", "--username", "root", "--email", "Root@EXAMPLE.com",
-                     database_url=database_url, stdin=PASSWORD + "\n")
+    result = create_admin(database_url, email="Root@EXAMPLE.com")
     assert result.returncode == 0, result.stderr
     stored = await scalar(db, sa.select(users.c.email).where(users.c.username == "root"))
     assert stored == normalise_email("Root@EXAMPLE.com")[0] == "Root@example.com"
 
 
 async def test_create_admin_audit_event_names_run_py_as_its_actor(db, database_url):
-    result = run_cli("create-admin", "--username", "root", "--email", "root@example.com",
-                     database_url=database_url, stdin=PASSWORD + "\n")
+    result = create_admin(database_url)
     assert result.returncode == 0, result.stderr
     async with db.read() as conn:
         event = (await conn.execute(sa.select(audit_events))).one()
@@ -145,8 +126,7 @@ async def test_create_admin_audit_event_names_run_py_as_its_actor(db, database_u
     ("rootroot rootroot rootroot", "username"),      # contains the username
 ])
 async def test_create_admin_with_a_weak_password_is_refused(db, database_url, password, why):
-    result = run_cli("create-admin", "--username", "root", "--email", "boss@example.com",
-                     database_url=database_url, stdin=password + "\n")
+    result = create_admin(database_url, email="boss@example.com", password=password)
     assert result.returncode != 0
     assert "Refused" in result.stderr
     assert why in result.stderr
@@ -160,8 +140,7 @@ async def test_create_admin_with_a_weak_password_is_refused(db, database_url, pa
 async def test_create_admin_with_a_taken_username_or_email_is_refused(
         db, database_url, make_user, username, email, field):
     await make_user(username="Alice", email="alice@example.com")
-    result = run_cli("create-admin", "--username", username, "--email", email,
-                     database_url=database_url, stdin=PASSWORD + "\n")
+    result = create_admin(database_url, username, email)
     assert result.returncode != 0
     assert "Refused" in result.stderr
     assert field in result.stderr

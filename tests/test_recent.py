@@ -6,13 +6,12 @@ write by another process counts at the very next request.
 "Another process" is played by an engine of our own: its writes do not pass through
 `Database.write`, exactly like those of another worker."""
 import asyncio
-import re
 
 import pytest
 from sqlalchemy import delete, insert, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from helpers import htmx, open_session, text
+from helpers import htmx, open_session, signed_in, text, total_shown
 from web.users import queries as user_table
 from web.core.db import utcnow
 from web.core.recent import Recent
@@ -77,27 +76,19 @@ async def test_a_session_ended_by_another_process_is_refused_at_the_next_request
 
 async def test_a_role_taken_away_by_another_process_counts_at_the_next_request(
         app, make_user, other_process):
-    boss = await make_user("Admin", username="boss")
-    client = app.test_client()
-    await open_session(app, client, boss["id"])
+    boss, client = await signed_in(app, make_user, "Admin", username="boss")
     assert (await client.get("/users")).status_code == 200
     await other_process(update(users).where(users.c.id == boss["id"]).values(role="Customer"))
     assert (await client.get("/users")).status_code == 403
 
 
-def total(html: str) -> int:
-    return int(re.search(r'id="users-count"[^>]*>\s*([\d,]+) users?', html).group(1).replace(",", ""))
-
-
 async def table_total(client) -> int:
-    return total(await text(await client.get("/users", headers=htmx("users-table"))))
+    return total_shown(await text(await client.get("/users", headers=htmx("users-table"))))
 
 
 async def test_the_table_total_follows_this_process_at_once_and_others_within_the_limit(
         app, db, make_user, short_limits, other_process):
-    boss = await make_user("Admin", username="boss")
-    client = app.test_client()
-    await open_session(app, client, boss["id"])
+    _, client = await signed_in(app, make_user, "Admin", username="boss")
     assert await table_total(client) == 1
     await make_user("Customer")  # through Database.write
     assert await table_total(client) == 2

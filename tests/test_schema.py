@@ -114,22 +114,18 @@ async def test_created_database_matches_metadata(db):
 
 
 async def test_created_database_has_every_index_of_the_metadata(db):
-    async with db.read() as conn:
-        reflected = {table.name: await conn.run_sync(_reflected_indexes, table.name)
-                     for table in metadata.sorted_tables}
+    reflected = await reflected_indexes(db)
     for table in metadata.sorted_tables:
         expected = {index.name for index in table.indexes}
         assert set(reflected[table.name]) == expected, f"indexes of {table.name}"
 
 
 async def test_expression_indexes_have_the_functions_columns_and_uniqueness_of_the_metadata(db):
-    async with db.read() as conn:
-        reflected = {table.name: await conn.run_sync(_reflected_indexes, table.name)
-                     for table in metadata.sorted_tables}
+    reflected = await reflected_indexes(db)
     checked = 0
     for table in metadata.sorted_tables:
         for index in (i for i in table.indexes if _is_expression_index(i)):
-            definition = _normalised(reflected[table.name][index.name])
+            definition = reflected[table.name][index.name]
             assert ("unique" in definition) == bool(index.unique), f"{index.name}: {definition}"
             for element in index.expressions:
                 if isinstance(element, sa.FunctionElement):

@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from conftest import PASSWORD
 from helpers import (
-    AUTH_COOKIE, audit_rows, element_text, htmx, input_value, is_login_redirect, login_ok,
+    AUTH_COOKIE, audit_rows, element_html, element_text, htmx, input_value, is_login_redirect, login_ok,
     open_session, post, session_rows, set_cookie_line, text, user_row,
 )
 from web.accounts import passwords
@@ -20,14 +20,8 @@ NEW_PASSWORD = "a brand new passphrase for the tests"
 
 
 def session_table_rows(html: str) -> list[str]:
-    table = element_text_raw(html, "profile-sessions")
+    table = element_html(html, "profile-sessions")
     return re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>", 1)[1], re.S)
-
-
-def element_text_raw(html: str, element_id: str) -> str:
-    match = re.search(rf'<(\w+)[^>]*\bid="{element_id}"[^>]*>(.*?)</\1>', html, re.S)
-    assert match, element_id
-    return match.group(2)
 
 
 def ended_form_sid(row_html: str) -> str:

@@ -4,6 +4,7 @@ from html.parser import HTMLParser
 import pytest
 
 from conftest import csrf_from, free_port, make_config
+from helpers import text
 from web import create_app
 from web.core.access import ANONYMOUS, public
 from web.core.tables import ROLES
@@ -24,10 +25,6 @@ class Tags(HTMLParser):
 
     def find(self, tag: str, **attrs) -> list[dict]:
         return [a for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in attrs.items())]
-
-
-async def text(response) -> str:
-    return await response.get_data(as_text=True)
 
 
 @pytest.fixture

@@ -2,15 +2,15 @@
 delete with undo, restore, bulk actions, the flows without JavaScript, and CSRF."""
 import json
 import re
-from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import select, update
 
-from conftest import PASSWORD, csrf_from
+from conftest import PASSWORD
 from helpers import (
-    audit_rows, element_text, htmx, input_value, is_login_redirect, location, login_ok,
-    open_session, rows, session_rows, text, token, user_named, user_row,
+    assert_refused, audit_rows, csrf, element_text, htmx, input_value, is_login_redirect, location,
+    login_ok, open_session, rows, send, session_rows, signed_in, text, toasts, triggers, user_named,
+    user_row,
 )
 from web.core.db import utcnow
 from web.core.tables import audit_events, users
@@ -18,55 +18,6 @@ from web.core.security import unmask
 from web.users.routes import LAST_ADMIN
 
 # ---- helpers -----------------------------------------------------------------------------
-
-
-async def signed_in(app, make_user, role="Admin", **kwargs):
-    """A new account of `role` and a test client with a session for it."""
-    account = await make_user(role, **kwargs)
-    client = app.test_client()
-    await open_session(app, client, account["id"])
-    return account, client
-
-
-async def csrf(client) -> str:
-    """This client's CSRF token (it lives in the session cookie, so one fetch is enough)."""
-    if not getattr(client, "_csrf", None):
-        response = await client.get("/users")
-        client._csrf = csrf_from(await text(response)) if response.status_code == 200 else await token(client)
-    return client._csrf
-
-
-async def send(client, path: str, form=(), *, target: str | None = None, hx: bool = True,
-               with_csrf: bool = True):
-    """POST a form (a dict, or pairs for repeated names) the way htmx (or a plain form) does."""
-    pairs = list(form.items()) if isinstance(form, dict) else list(form)
-    if with_csrf:
-        pairs.append(("csrf_token", await csrf(client)))
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    if hx:
-        headers.update(htmx(target))
-    return await client.post(path, data=urlencode(pairs), headers=headers)
-
-
-def triggers(response) -> dict:
-    return json.loads(response.headers.get("HX-Trigger") or "{}")
-
-
-def toasts(response, level: str | None = None) -> list[dict]:
-    items = triggers(response).get("toast", {}).get("items", [])
-    return [i for i in items if level is None or i["level"] == level]
-
-
-async def assert_refused(response, code: int, says: str | None = None):
-    """An htmx request refused by abort(): no body, no swap, the reason in an error toast."""
-    assert response.status_code == code, (response.status_code, await text(response))
-    assert await text(response) == ""
-    assert response.headers.get("HX-Reswap") == "none"
-    errors = toasts(response, "error")
-    assert errors, triggers(response)
-    if says:
-        assert says in errors[0]["text"], errors
-
 
 def edit_form(row, back: str = "/users", **changes) -> dict:
     """What the edit row posts for `row` (a users row), with `changes` typed in."""

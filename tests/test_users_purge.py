@@ -1,17 +1,11 @@
 """Soft-deleted users are removed for good by `run.py users-purge` once their undo window is past."""
-import os
-import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import select, update
 
-from conftest import SECRET
+from helpers import run_cli
 from web.core.db import utcnow
 from web.core.tables import audit_events, users
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_users_purge_removes_only_users_deleted_long_enough_ago(db, database_url, make_user):
@@ -21,9 +15,7 @@ async def test_users_purge_removes_only_users_deleted_long_enough_ago(db, databa
     async with db.write() as conn:
         await conn.execute(update(users).where(users.c.id == old["id"]).values(deleted_at=utcnow() - timedelta(days=40)))
         await conn.execute(update(users).where(users.c.id == recent["id"]).values(deleted_at=utcnow() - timedelta(days=1)))
-    result = subprocess.run(
-        [sys.executable, "run.py", "users-purge", "--older-than", "30d"], cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET}, timeout=60)
+    result = run_cli("users-purge", "--older-than", "30d", database_url=database_url)
     assert result.returncode == 0, result.stderr
     assert "Purged 1 users" in result.stderr
     async with db.read() as conn:

@@ -1,14 +1,15 @@
 """The users admin table over HTTP: who sees it, search and filters, sorting, keyset paging."""
-import base64
-import json
 import re
 from datetime import datetime, timedelta
 from html import unescape
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
-from helpers import htmx, location, open_session, rows, text
+from helpers import (
+    assert_no_offset, cursor, htmx, location, page, page_and_statements, pager_link, rows, signed_in,
+    signed_in_as, text, total_shown,
+)
 from web.core.db import utcnow
 from web.core.demo import add_demo_users
 from web.core.tables import users
@@ -19,36 +20,9 @@ NEVER = datetime(1970, 1, 1)
 
 # ---- helpers -----------------------------------------------------------------------------
 
-async def signed_in(app, make_user, role="Admin", **kwargs):
-    """A new account of `role` and a test client with a session for it."""
-    account = await make_user(role, **kwargs)
-    client = app.test_client()
-    await open_session(app, client, account["id"])
-    return account, client
-
-
-async def page(client, url: str, **headers) -> str:
-    response = await client.get(url, headers=headers)
-    body = await text(response)
-    assert response.status_code == 200, (url, response.status_code, body[:500])
-    return body
-
-
 def listed(html: str) -> list[str]:
     """The usernames of the table's rows, in the order shown."""
     return [unescape(name) for name in re.findall(r'<td class="col-username">([^<]*)</td>', html)]
-
-
-def pager_link(html: str, kind: str) -> str | None:
-    """The href of the pager link marked data-page=kind (first, prev, next), or None."""
-    match = re.search(rf'<a href="([^"]*)"[^>]*\bdata-page="{kind}"', html)
-    return unescape(match.group(1)) if match else None
-
-
-def total_shown(html: str) -> int:
-    match = re.search(r'id="users-count"[^>]*>\s*([\d,]+) users?\b', html)
-    assert match, "no user count in the table"
-    return int(match.group(1).replace(",", ""))
 
 
 async def live_users(db):
@@ -193,8 +167,7 @@ async def varied(db, make_user, password_hash):
 @pytest.mark.parametrize("direction", ["asc", "desc"])
 @pytest.mark.parametrize("sort", ["username", "email", "role", "active", "last_login", "created"])
 async def test_sorting_by_each_column_orders_the_rows(app, db, varied, sort, direction):
-    client = app.test_client()
-    await open_session(app, client, varied["id"])
+    client = await signed_in_as(app, varied["id"])
     body = await page(client, f"/users?sort={sort}&dir={direction}")
     everyone = await live_users(db)
     assert len(everyone) == 44
@@ -203,8 +176,7 @@ async def test_sorting_by_each_column_orders_the_rows(app, db, varied, sort, dir
 
 
 async def test_never_logged_in_users_come_first_when_sorting_by_last_login(app, db, varied):
-    client = app.test_client()
-    await open_session(app, client, varied["id"])
+    client = await signed_in_as(app, varied["id"])
     shown = listed(await page(client, "/users?sort=last_login"))
     never = {u.username for u in await live_users(db) if u.last_login_at is None}
     assert never and len(never) < len(shown)
@@ -242,8 +214,7 @@ async def walk_forward(client, start: str) -> tuple[list[list[str]], list[str]]:
     ("sort=role", "role", "asc"),
 ])
 async def test_next_and_prev_links_walk_every_row_exactly_once(app, db, many, query, sort, direction):
-    client = app.test_client()
-    await open_session(app, client, many["id"])
+    client = await signed_in_as(app, many["id"])
     pages, urls = await walk_forward(client, f"/users?{query}")
     walked = [name for p in pages for name in p]
     everyone = await live_users(db)
@@ -266,31 +237,13 @@ async def test_next_and_prev_links_walk_every_row_exactly_once(app, db, many, qu
 
 
 async def test_a_page_is_found_without_offset(app, db, many):
-    client = app.test_client()
-    await open_session(app, client, many["id"])
+    client = await signed_in_as(app, many["id"])
     pages, urls = await walk_forward(client, "/users?sort=last_login&dir=desc")
-    deep = urls[-1]
-    statements = []
-
-    def remember(conn, cursor, statement, parameters, context, executemany):
-        statements.append((statement, parameters))
-
-    engine = app.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", remember)
-    try:
-        body = await page(client, deep)
-    finally:
-        event.remove(engine, "before_cursor_execute", remember)
+    body, statements = await page_and_statements(app, client, urls[-1])
     assert listed(body) == pages[-1]
     selects = [s for s, _ in statements if "FROM users" in s and "LIMIT" in s.upper()]
     assert selects, f"the page's query was not seen: {statements}"
-    # SQLAlchemy's SQLite dialect writes "LIMIT ? OFFSET ?" for every LIMIT, with 0 bound as the
-    # offset: that skips nothing. Any other OFFSET would be the app paging by skipping rows.
-    for statement, parameters in statements:
-        if "OFFSET" not in statement.upper():
-            continue
-        assert re.search(r"LIMIT \? OFFSET \?\s*$", statement), statement
-        assert list(parameters)[-1] == 0, (statement, parameters)
+    assert_no_offset(statements)
 
 
 # ---- fragments and bad input -------------------------------------------------------------
@@ -324,11 +277,6 @@ async def test_garbage_in_the_url_falls_back_to_defaults(admin_client, cast, que
         assert sorted(listed(body)) == sorted(default)
     else:
         assert listed(body) == default
-
-
-def cursor(value, row_id) -> str:
-    raw = json.dumps([value, row_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 @pytest.mark.parametrize("query", [
