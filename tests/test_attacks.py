@@ -217,3 +217,29 @@ async def test_a_manager_cannot_unlock_an_admin(app, db, make_user):
     await open_session(app, client, manny["id"])
     assert (await post(client, f"/users/{chief['id']}/unlock", {})).status_code == 403
     assert await audit_rows(db, "unlock") == []
+
+
+# ---- 11. refusals in the audit trail, and nothing written from another site ------------
+
+async def test_a_signed_in_persons_refusals_are_audited_up_to_a_limit(app, db, make_user):
+    customer = await make_user("Customer", username="curious")
+    client = app.test_client()
+    await open_session(app, client, customer["id"])
+    for _ in range(25):
+        assert (await client.get("/users")).status_code == 403
+    refused = await audit_rows(db, "refused")
+    assert len(refused) == 20
+    assert refused[0].changes["request"] == [None, "GET /users"]
+    assert refused[0].changes["status"] == [None, 403]
+
+
+async def test_an_export_linked_from_another_site_writes_nothing(app, db, make_user):
+    boss = await make_user("Admin", username="boss")
+    client = app.test_client()
+    await open_session(app, client, boss["id"])
+    response = await client.get("/audit.csv", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+    assert response.status_code == 403
+    assert await audit_rows(db, "export") == [] and await audit_rows(db, "refused") == []
+    same_site = await client.get("/audit.csv", headers={"Sec-Fetch-Site": "same-origin"})
+    assert same_site.status_code == 200
+    assert len(await audit_rows(db, "export")) == 1

@@ -33,19 +33,21 @@ def create_app(config: Config | None = None) -> Quart:
     app.db = Database(config.database_url)
     QuartAuth(app)
 
-    from .accounts import auth, maintenance, profile, sessions
+    from .accounts import auth, maintenance, profile, refusals, sessions
     from .audit import routes as audit_log
     from .core import access, compress, context, errors, formatting, health, pages, render, security
     from .dashboard import routes as dashboard
     from .users import routes as users
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
-    app.before_request(context.identify_client)  # first, so every other hook knows the client
     security.init_app(app)
     formatting.init_app(app)
     app.after_request(render.deliver_toasts)
     app.add_template_global(render.pending_toasts)
     access.init_app(app, load_user=sessions.load_user)
+    # First of all, before the session check: every hook and refusal may need the client.
+    app.before_request_funcs[None].insert(0, context.identify_client)
     errors.init_app(app)
+    refusals.init_app(app)
     for blueprint in (pages.bp, health.bp, auth.bp, profile.bp, dashboard.bp, users.bp, audit_log.bp):
         app.register_blueprint(blueprint)
     if config.bench:

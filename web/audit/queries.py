@@ -14,7 +14,7 @@ from ..core.tables import audit_events, users
 
 PAGE_SIZE = 50
 ACTIONS = ("create", "update", "delete", "restore", "register", "login", "login_failed", "logout",
-           "password_change", "session_end", "export", "prune", "purge")
+           "password_change", "password_failed", "session_end", "unlock", "refused", "export", "prune", "purge")
 CHANGES = ("create", "update", "delete", "restore")
 TARGET_TYPES = ("user", "audit")
 
@@ -24,15 +24,27 @@ def parse_when(text: str) -> datetime | None:
     applied); None when it is not one."""
     try:
         moment = datetime.fromisoformat(text) if text else None
-    except ValueError:
+        if moment is not None and moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # OverflowError: a zone that moves it past year 1 or 9999
         return None
-    if moment is not None and moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
 
 
 def is_bare_date(text: str) -> bool:
     return ":" not in text
+
+
+def first_moment_after(until: str) -> datetime | None:
+    """Where an `until` filter ends: a bare date means the whole of that day. None when nothing
+    comes later (the end of 9999-12-31, the last day a datetime holds)."""
+    moment = parse_when(until)
+    if moment is None or not is_bare_date(until):
+        return moment
+    try:
+        return moment + timedelta(days=1)
+    except OverflowError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,8 @@ class AuditFilter:
 
     @classmethod
     def from_args(cls, args) -> "AuditFilter":
-        actions = tuple(a for a in args.getlist("action") if a in ACTIONS)
+        # Each known action once, however often repeated: a view merges one query per action.
+        actions = tuple(dict.fromkeys(a for a in args.getlist("action") if a in ACTIONS))
         target_id = args.get("target_id", "").strip()
         return cls(
             actor=args.get("actor", "").strip()[:32],
@@ -103,9 +116,8 @@ async def conditions(conn, view: AuditFilter) -> list | None:
         where.append(audit_events.c.target_id == int(view.target_id))
     if since := parse_when(view.since):
         where.append(audit_events.c.occurred_at >= since)
-    if until := parse_when(view.until):
-        # A bare date means the whole of that day.
-        where.append(audit_events.c.occurred_at < (until + timedelta(days=1) if is_bare_date(view.until) else until))
+    if end := first_moment_after(view.until):
+        where.append(audit_events.c.occurred_at < end)
     return where
 
 
@@ -147,14 +159,13 @@ async def load_page(conn, view: AuditFilter) -> keyset.Page:
     return keyset.page_of(rows, PAGE_SIZE, view, backwards, cursor is not None, _cursor)
 
 
-async def export_query(conn, view: AuditFilter):
-    """Every event of the view, newest first, for a streamed export; None if none can match."""
-    where = await conditions(conn, view)
-    if where is None:
-        return None
-    if len(view.action) > 1:
-        where.append(audit_events.c.action.in_(view.action))
-    return select(audit_events).where(*where).order_by(*_ordered(audit_events, ascending=False))
+async def export_batch(conn, view: AuditFilter, where: list, last: tuple | None, size: int):
+    """The next `size` events of an export, newest first, after `last` = (occurred_at, id) of
+    the previous batch's last event. Each batch is a short read of its own: no connection is
+    held while a client takes its time over the rows already sent."""
+    if last:
+        where = [*where, ORDER_KEY < tuple_(*last)]
+    return (await conn.execute(page_query(view, where, ascending=False, limit=size))).all()
 
 
 async def counts_since(conn, since: datetime) -> dict[str, int]:

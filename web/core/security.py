@@ -46,7 +46,7 @@ def unmask(token: str) -> bytes:
     return bytes(a ^ b for a, b in zip(raw[:half], raw[half:]))
 
 
-def _same_origin() -> bool:
+def same_origin() -> bool:
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None:
         return site in {"same-origin", "none"}
@@ -61,7 +61,7 @@ def _same_origin() -> bool:
 async def check_csrf():
     if request.method in SAFE_METHODS:
         return
-    if not _same_origin():
+    if not same_origin():
         abort(403, "This request came from another site and was refused.")
     sent = request.headers.get(CSRF_HEADER)
     if sent is None:
