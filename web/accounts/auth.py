@@ -28,13 +28,16 @@ REGISTER = "accounts/register.html"
 CHECK_BLOCK_FIELDS = {"register_username_error": ("username",), "register_email_error": ("email",)}
 
 
-async def start_session(user_id: int, remember: bool, conn) -> None:
+async def start_session(user_id: int, remember: bool, conn, fresh_csrf: bool = True) -> str:
+    """A new session (and cookie) for this browser, replacing the one it had; its token."""
     if g.user:  # logging in again in the same browser replaces the session
         await sessions.end(conn, g.user.session_id, g.user.id)
     token = await sessions.start(conn, user_id, remember, request.headers.get("User-Agent", ""),
                                  client_ip(), settings())
     login_user(AuthUser(token), remember=remember)
-    session.pop("csrf", None)  # a fresh CSRF token for the new session
+    if fresh_csrf:
+        session.pop("csrf", None)  # a fresh CSRF token for the new session
+    return token
 
 
 # ---- registration ----------------------------------------------------------------------

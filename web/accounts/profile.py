@@ -1,4 +1,6 @@
 """A signed-in person's own profile: email, password and sessions."""
+from dataclasses import replace
+
 from quart import Blueprint, current_app, g
 
 from ..core import audit_trail as audit
@@ -6,7 +8,7 @@ from ..core.access import signed_in
 from ..core.context import client_ip, form_fields
 from ..core.render import render, toast
 from . import attempts, passwords, queries, sessions
-from .auth import TAKEN_LIMITED, count_taken_answer, taken_answers_wait
+from .auth import TAKEN_LIMITED, count_taken_answer, start_session, taken_answers_wait
 from .validation import EMAIL_TAKEN, normalise_email
 
 bp = Blueprint("profile", __name__)
@@ -80,6 +82,14 @@ async def change_email():
     return await profile_page(email_values={"email": email}, oob=("profile_account",))
 
 
+async def renew_session(conn) -> None:
+    """This browser's session under a new token, remembered as before: a copy of the cookie
+    taken before the password changed dies with the old session. The CSRF token stays, so the
+    page keeps working."""
+    token = await start_session(g.user.id, g.user.remember, conn, fresh_csrf=False)
+    g.user = replace(g.user, session_id=sessions.session_id(token))
+
+
 @bp.post("/profile/password")
 @signed_in
 async def change_password():
@@ -99,6 +109,7 @@ async def change_password():
     async with current_app.db.write() as conn:
         await queries.set_password_hash(conn, g.user.id, password_hash)
         ended = await sessions.end_others(conn, g.user.id, keep_sid=g.user.session_id)
+        await renew_session(conn)
         await audit.record(conn, "password_change", "user", g.user.id, actor=g.user, ip=client_ip(),
                            changes={"sessions_ended": [None, ended]})
     await toast("Password changed." + (f" {ended} other session(s) ended." if ended else ""))
