@@ -3,7 +3,7 @@ import base64
 import hmac
 import secrets
 
-from quart import abort, current_app, g, request, session
+from quart import abort, current_app, request, session
 from werkzeug.routing import IntegerConverter
 
 from .context import client_scheme
@@ -23,6 +23,21 @@ CSP = "; ".join([
     "object-src 'none'",
     "base-uri 'none'",
     "frame-ancestors 'none'",
+])
+
+# Features this app never uses, denied to it and to anything it could embed; passkeys
+# (WebAuthn) allowed for this site only. Each name is one Chromium knows: an unknown one
+# logs a warning on every page.
+DENIED_FEATURES = (
+    "accelerometer", "autoplay", "browsing-topics", "camera", "display-capture", "encrypted-media",
+    "gamepad", "geolocation", "gyroscope", "hid", "idle-detection", "local-fonts", "magnetometer",
+    "microphone", "midi", "otp-credentials", "payment", "picture-in-picture", "screen-wake-lock",
+    "serial", "usb", "window-management", "xr-spatial-tracking",
+)
+PERMISSIONS_POLICY = ", ".join([
+    *(f"{feature}=()" for feature in DENIED_FEATURES),
+    "publickey-credentials-create=(self)",
+    "publickey-credentials-get=(self)",
 ])
 
 
@@ -78,11 +93,13 @@ async def add_headers(response):
     headers["Referrer-Policy"] = "same-origin"
     headers["X-Frame-Options"] = "DENY"
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    headers["Permissions-Policy"] = PERMISSIONS_POLICY
     if request.endpoint != "static":
         # One URL answers with a page or a fragment: caches must keep them apart.
         headers.add("Vary", "HX-Request")
-        if getattr(g, "user", None) is not None:
-            headers["Cache-Control"] = "no-store"
+        # Whoever asks, signed in or not (a visitor's form carries a CSRF token tied to
+        # their cookie; a failed session check leaves no g.user): only static files are kept.
+        headers["Cache-Control"] = "no-store"
     if current_app.config["GATEHOUSE"].production:
         headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
     return response
