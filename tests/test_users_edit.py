@@ -814,16 +814,21 @@ async def test_a_plain_delete_link_asks_for_confirmation_in_a_page(app, db, make
     assert (await user_row(db, them["id"])).deleted_at is None
 
 
-async def test_a_plain_create_redirects_and_shows_the_generated_password_once(app, db, make_user):
+async def test_a_plain_create_shows_the_generated_password_in_its_own_page_not_in_a_cookie(app, db, make_user):
     _, client = await signed_in(app, make_user, "Admin")
     response = await send(client, "/users", {**NEW, "password": "", "back": "/users?q=new"}, hx=False)
-    assert response.status_code == 303
-    assert location(response) == "/users?q=new"
-    page = await text(await client.get(location(response)))
-    assert "newbie" in page
-    match = re.search(r"Initial password for newbie: (\S+) \(shown once\)", page)
-    assert match
-    assert match.group(1) not in await text(await client.get("/users?q=new"))
+    page = await text(response)
+    assert response.status_code == 200
+    assert input_value(page, "q") == "new"  # the table as it was
+    generated = re.search(r"Initial password for newbie: (\S+) \(shown once\)", page).group(1)
+    cookies = response.headers.getlist("Set-Cookie")
+    assert all(generated not in line for line in cookies)
+    serializer = app.session_interface.get_signing_serializer(app)
+    for line in cookies:  # the session cookie is signed, not encrypted: what it carries, decoded
+        if line.startswith(app.config["SESSION_COOKIE_NAME"] + "="):
+            assert generated not in json.dumps(serializer.loads(line.split(";", 1)[0].split("=", 1)[1]))
+    assert generated not in await text(await client.get("/users?q=new"))
+    await login_ok(app.test_client(), "newbie", password=generated)
 
 
 # ---- CSRF --------------------------------------------------------------------------------

@@ -252,7 +252,10 @@ async def create():
     await toast(f"Created {values['username']} ({values['role']}).")
     if not is_htmx():
         if generated:
+            # Shown by this answer's page itself: after a redirect it would travel to the next
+            # page in the session cookie, which is signed, not encrypted.
             await toast(f"Initial password for {values['username']}: {generated} (shown once).", "warning")
+            return await table_page(view=view)
         return go(view.url())
     return await row_fragment("user", u=await load_user_or_404(user_id), generated=generated, view=view)
 
