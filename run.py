@@ -101,7 +101,7 @@ def on_database(config: Config, work):
 def cmd_serve(config: Config, args) -> int:
     on_database(config, first_start)
     host = args.host or config.host
-    port = args.port or config.port
+    port = config.port if args.port is None else args.port
     print(f"Serving Gatehouse on http://{host}:{port} ({args.workers} worker(s))", file=sys.stderr)
     command = [sys.executable, "-m", "hypercorn", "--bind", f"{host}:{port}",
                "--workers", str(args.workers), "--graceful-timeout", "10", "web.asgi:app"]
@@ -232,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=text, description=text)
     serve = command("serve", "Serve the app with Hypercorn (the default command).")
     serve.add_argument("--host", help="address to listen on (default: $HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default: $PORT or 8000)")
+    serve.add_argument("--port", type=int, help="port (default: $PORT or 8000; 0: a free one, which Hypercorn logs)")
     serve.add_argument("--workers", type=int, default=1, help="Hypercorn worker processes (default 1)")
     serve.set_defaults(run=cmd_serve)
     command("init-db", "Create the schema and roles; safe to repeat.").set_defaults(run=cmd_init_db)

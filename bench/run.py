@@ -182,17 +182,16 @@ async def pick_rows(database_url: str, save_rows: int, storm_users: int) -> dict
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+LISTENING = re.compile(rb"Running on http://127\.0\.0\.1:(\d+) ")
 
 
 class Server:
-    """`run.py serve` (which execs Hypercorn) in its own process group."""
+    """`run.py serve` (which execs Hypercorn) in its own process group. With port 0 the system
+    gives Hypercorn a free port, which it logs: nothing else can take it in between, as it could
+    when a port was found free first and bound later."""
 
     def __init__(self, env: dict, port: int, workers: int, log_path: Path):
-        self.port = port
+        self.port = None  # known once Hypercorn says where it listens (port 0: a free one)
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "run.py", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -204,8 +203,10 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise SystemExit(f"the server exited with {self.process.returncode}; see {self.log.name}")
+            if self.port is None and (found := LISTENING.search(Path(self.log.name).read_bytes())):
+                self.port = int(found.group(1))
             try:
-                if http(self.port, "GET", "/healthz").status == 200:
+                if self.port and http(self.port, "GET", "/healthz").status == 200:
                     return
             except OSError:
                 pass
@@ -279,10 +280,10 @@ def first_load(port: int, cookie: str) -> dict:
 
 # ---- load ----------------------------------------------------------------------------------
 
-def wrk(args, workdir: Path, name: str, path: str, script: str, env: dict) -> dict:
+def wrk(args, port: int, workdir: Path, name: str, path: str, script: str, env: dict) -> dict:
     out = workdir / f"{name}.json"
     command = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s",
-               "--timeout", "10s", "-s", str(BENCH / script), f"http://127.0.0.1:{args.port}{path}"]
+               "--timeout", "10s", "-s", str(BENCH / script), f"http://127.0.0.1:{port}{path}"]
     environment = {**os.environ, "BENCH_DIR": str(BENCH), "BENCH_OUT": str(out),
                    "BENCH_THREADS": str(args.threads), **env}
     result = subprocess.run(command, env=environment, capture_output=True, text=True)
@@ -385,7 +386,6 @@ def main(argv=None) -> int:
     if shutil.which("wrk") is None:
         log("wrk is not installed: apt-get install -y wrk")
         return 2
-    args.port = args.port or free_port()
     runs = [run_once(args) for _ in range(args.runs)]
     if args.runs > 1:
         median = median_of(runs)
@@ -425,7 +425,7 @@ def run_once(args) -> dict:
 def run_scenarios(args, workdir, server, rows, admin_password, demo_password) -> dict:
     try:
         server.wait_until_up()
-        session = log_in(args.port, ADMIN, admin_password)
+        session = log_in(server.port, ADMIN, admin_password)
         signed_in = {"BENCH_COOKIE": session["cookie"], "BENCH_CSRF": session["csrf"],
                      "BENCH_ACCEPT_ENCODING": "gzip, deflate, br"}
         fragment = {**signed_in, "BENCH_HX_TARGET": "users-table"}
@@ -433,7 +433,7 @@ def run_scenarios(args, workdir, server, rows, admin_password, demo_password) ->
 
         def scenario(name, path, script="get.lua", env=None, title=None):
             log(f"  {title or name}: {path}")
-            scenarios[name] = wrk(args, workdir, name, path, script, env or {})
+            scenarios[name] = wrk(args, server.port, workdir, name, path, script, env or {})
             scenarios[name]["title"] = title or name
             return scenarios[name]
 
@@ -444,7 +444,7 @@ def run_scenarios(args, workdir, server, rows, admin_password, demo_password) ->
         scenario("table_deep", rows["deep_url"], env=fragment, title=f"users table, page {rows['deep_page']:,}")
         scenario("search", "/users?" + urlencode({"q": SEARCH}), env=fragment, title=f"search q={SEARCH}")
         rss_before_storm = {str(pid): peak_rss_kb(pid) for pid in server.workers()}
-        with LoginStorm(args.port, rows["storm"], demo_password) as storm:
+        with LoginStorm(server.port, rows["storm"], demo_password) as storm:
             scenario("storm_table_deep", rows["deep_url"], env=fragment,
                      title=f"table deep + {args.storm_clients} logins")
         scenarios["storm_table_deep"]["logins"] = storm.summary()
@@ -452,7 +452,7 @@ def run_scenarios(args, workdir, server, rows, admin_password, demo_password) ->
                  env={**signed_in, "BENCH_ACCEPT_ENCODING": "", "BENCH_HX_TARGET": "",
                       "BENCH_IDS": str(workdir / "save-ids.txt")},
                  title=f"inline save ({len(rows['save']):,} rows)")
-        load = first_load(args.port, session["cookie"])
+        load = first_load(server.port, session["cookie"])
         workers = server.workers()
         rss = {str(pid): peak_rss_kb(pid) for pid in workers}
     finally:

@@ -28,7 +28,7 @@ from web.core.tables import metadata
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-PASSWORD = "correct horse battery staple"
+PASSWORD = "mosaic turnip harbor glide"
 SECRET = "test-secret-key-" + "x" * 32
 
 
@@ -130,43 +130,59 @@ def make_user(db, password_hash):
 # ---- the live server and the browser ---------------------------------------------------
 
 def free_port() -> int:
+    """A port nothing listens on at the moment (for a server that must be unreachable)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def wait_until_up(url: str, process, timeout: float = 20) -> None:
+LISTENING = re.compile(rb"Running on (http://\S+) ")
+
+
+def wait_until_up(process, log_path: Path, logged_before: int = 0, timeout: float = 20) -> str:
+    """The URL of a server started on port 0, once it answers /healthz.
+
+    Hypercorn binds port 0, so the system gives it a free port, and logs which ("Running on
+    http://127.0.0.1:PORT"): nothing else can take the port in between, as it could when a port
+    was found free first and bound later. `logged_before` is the log's size when the process
+    started: a restarted server appends to the log of the one before."""
     deadline = time.monotonic() + timeout
+    url = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("the server did not come up in time")
+            raise RuntimeError(f"the server exited with {process.returncode}; see {log_path}")
+        if url is None and (found := LISTENING.search(log_path.read_bytes(), logged_before)):
+            url = found.group(1).decode()
+        if url and answers(url):
+            return url
+        time.sleep(0.1)
+    raise RuntimeError(f"the server did not come up in time; see {log_path}")
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")
 def live_server_url(database_url, tmp_path_factory):
-    """The real app under Hypercorn, on a free port, on the test database."""
+    """The real app under Hypercorn, on a port of its own, on the test database."""
     asyncio.run(_create_schema(database_url))
-    port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET,
            "GATEHOUSE_ENV": "development"}
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "web.asgi:app"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hypercorn", "--bind", "127.0.0.1:0", "web.asgi:app"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until_up(url, process)
-        yield url
+        yield wait_until_up(process, log_path)
     finally:
         process.terminate()
         process.wait(timeout=15)
-        log.close()
 
 
 async def _create_schema(url: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from conftest import PASSWORD, SECRET, csrf_from, free_port, wait_until_up
+from conftest import PASSWORD, SECRET, csrf_from, wait_until_up
 from web.accounts import queries as user_queries
 from web.core.db import Database
 from web.core.tables import audit_events, users
@@ -59,16 +59,14 @@ class Server:
         self.url = None
 
     def start(self) -> "Server":
-        port = free_port()
         env = {**os.environ, "DATABASE_URL": self.database_url, "SECRET_KEY": SECRET,
                "GATEHOUSE_ENV": "development"}
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "run.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        self.url = f"http://127.0.0.1:{port}"
-        wait_until_up(self.url, self.process, timeout=60)
+        with open(self.log_path, "ab") as log:
+            logged_before = log.tell()
+            self.process = subprocess.Popen(
+                [sys.executable, "run.py", "serve", "--host", "127.0.0.1", "--port", "0"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = wait_until_up(self.process, self.log_path, logged_before, timeout=60)
         return self
 
     def kill(self) -> None:
