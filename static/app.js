@@ -74,6 +74,25 @@
     }
   });
 
+  // A form on its way speaks for its fields: a field's own check still due from the last keys
+  // (hx-trigger "input changed delay:…") stays home. Sent after the answer, it would carry this
+  // page's CSRF token, which a login has ended by then, and its refusal would rewrite the
+  // session cookie without the next page's token, so that page's next form would be refused.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    var form = elt.closest("form");
+    if (form === elt) form.setAttribute("data-sent", "");
+    else if (form && form.hasAttribute("data-sent") && elt.matches("input, select, textarea")) event.preventDefault();
+  });
+
+  // Answered without leaving the page (errors shown, or no answer at all): fields check again.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var xhr = event.detail.xhr;
+    if (!xhr.getResponseHeader("HX-Location") && !xhr.getResponseHeader("HX-Redirect")) {
+      event.detail.elt.removeAttribute("data-sent");
+    }
+  });
+
   // Back/forward to a page the server no longer shows this way (the session ended, say):
   // load it for real, so that the server can send the browser where it belongs.
   document.addEventListener("htmx:historyCacheMissLoadError", function () {

@@ -1,5 +1,7 @@
 """The accounts journey in Chromium: by keyboard, without full page loads, and without JavaScript."""
+import asyncio
 import re
+from datetime import datetime, timedelta
 
 from playwright.async_api import expect
 
@@ -60,6 +62,62 @@ async def test_register_login_change_password_logout_by_keyboard_without_reload(
     await page.wait_for_url(live_server + "/")
     assert await page.watch.still_marked(), "a full page load happened after the first page"
     assert page.watch.console_errors == []
+
+
+def held_until(release: asyncio.Event):
+    """A route handler that sends each request once `release` is set."""
+    async def hold(route):
+        await release.wait()
+        await route.continue_()
+    return hold
+
+
+def answered_after(release: asyncio.Event):
+    """A route handler that sends each request at once, with the cookies it was issued with,
+    and hands the page its answer once `release` is set: a slow answer."""
+    async def late(route):
+        answer = await route.fetch()
+        await release.wait()
+        await route.fulfill(response=answer)
+    return late
+
+
+async def test_a_field_check_due_after_registering_is_not_sent_so_logging_out_works(live_server, page):
+    """The last field's check waits 400 ms after the last key; on a busy machine it could come
+    due after the registration's answer. A login ends the page's CSRF token, so that check was
+    refused, and the refusal, answered after the dashboard, erased the dashboard's token from
+    the cookie: "Log out" was then refused too. Here a fake clock brings the check due between
+    the answer and the dashboard, and the dashboard is answered first."""
+    start = datetime(2026, 1, 1, 8)
+    await page.clock.install(time=start)
+    await page.goto(live_server + "/register")
+    for text in ("late.check", "late.check@example.com", REGISTER_PASSWORD):
+        await type_into_focused(page, text)
+    await page.clock.pause_at(start + timedelta(hours=1))  # from here on, timers fire when told
+    await page.keyboard.type(REGISTER_PASSWORD)
+    timers_ran, dashboard_shown = asyncio.Event(), asyncio.Event()
+    await page.route("**/dashboard", held_until(timers_ran))
+    await page.route("**/register/check", answered_after(dashboard_shown))
+    late_checks = []
+    page.on("request", lambda request: request.url.endswith("/register/check") and late_checks.append(request))
+    async with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/register")):
+        await page.keyboard.press("Enter")
+
+    await page.clock.run_for(1000)  # the check comes due; the form is still on the page
+    timers_ran.set()
+    await page.clock.resume()
+    await page.wait_for_url(live_server + "/dashboard")
+    dashboard_shown.set()
+    for check in late_checks:
+        await (await check.response()).finished()
+    await expect(page.locator("h1")).to_have_text("Hello, late.check")
+
+    await page.get_by_role("button", name="Log out").focus()
+    async with page.expect_response(live_server + "/logout") as logout:
+        await page.keyboard.press("Enter")
+    assert (await logout.value).status == 200
+    await page.wait_for_url(live_server + "/")
+    assert late_checks == []
 
 
 async def test_inline_validation_shows_message_next_to_field_as_you_type(live_server, page):
