@@ -38,6 +38,10 @@ def staff(outcome):
     return {ANONYMOUS: LOGIN, "Customer": 403, "Manager": outcome, "Admin": outcome}
 
 
+def admins(outcome):
+    return {**staff(403), "Admin": outcome}
+
+
 EXPECTED = {
     ("GET", "/"): anonymous_only_page(),
     ("GET", "/healthz"): everyone(200),
@@ -66,6 +70,10 @@ EXPECTED = {
     ("POST", "/users/<int:user_id>/restore"): staff(ALLOWED),
     ("POST", "/users/<int:user_id>/unlock"): staff(ALLOWED),
     ("POST", "/users/bulk"): staff(ALLOWED),
+    # Another user's sessions: Admins only.
+    ("GET", "/users/<int:user_id>/sessions"): admins(200),
+    ("POST", "/users/<int:user_id>/sessions/<sid>/end"): admins(ALLOWED),
+    ("POST", "/users/<int:user_id>/sessions/end-all"): admins(ALLOWED),
     # The audit log: read-only, for staff.
     ("GET", "/audit"): staff(200),
     ("GET", "/audit.csv"): staff(200),

@@ -37,7 +37,7 @@ def create_app(config: Config | None = None) -> Quart:
     from .audit import routes as audit_log
     from .core import access, compress, context, errors, formatting, health, pages, render, security
     from .dashboard import routes as dashboard
-    from .users import routes as users
+    from .users import routes as users, sessions as user_sessions
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
     security.init_app(app)
     formatting.init_app(app)
@@ -48,7 +48,7 @@ def create_app(config: Config | None = None) -> Quart:
     app.before_request_funcs[None].insert(0, context.identify_client)
     errors.init_app(app)
     refusals.init_app(app)
-    for blueprint in (pages.bp, health.bp, auth.bp, profile.bp, dashboard.bp, users.bp, audit_log.bp):
+    for blueprint in (pages.bp, health.bp, auth.bp, profile.bp, dashboard.bp, users.bp, user_sessions.bp, audit_log.bp):
         app.register_blueprint(blueprint)
     if config.bench:
         from .core import bench

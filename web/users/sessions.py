@@ -1,0 +1,75 @@
+"""An Admin's view of another user's live sessions: where they are logged in, and ending one
+or all of them (a lost phone, a suspected theft). Each end is audited against that user."""
+from quart import Blueprint, abort, current_app, g
+
+from ..accounts import queries as accounts, sessions
+from ..core import audit_trail as audit
+from ..core.access import allow
+from ..core.context import client_ip
+from ..core.render import go, is_htmx, render, toast
+
+bp = Blueprint("user_sessions", __name__)
+
+PAGE = "users/sessions.html"
+
+
+def page_url(user_id: int) -> str:
+    return f"/users/{user_id}/sessions"
+
+
+async def live_user_or_404(conn, user_id: int):
+    user = await accounts.get_user(conn, user_id)
+    if user is None or user.deleted_at is not None:
+        abort(404, "This user does not exist or was deleted.")
+    return user
+
+
+async def sessions_page(user_id: int):
+    """The user's live sessions: the whole page, or the list htmx asked for."""
+    async with current_app.db.read() as conn:
+        user = await live_user_or_404(conn, user_id)
+        live = await sessions.list_for(conn, user_id)
+    return await render(PAGE, u=user, sessions=live)
+
+
+@bp.get("/users/<int:user_id>/sessions")
+@allow("Admin")
+async def index(user_id: int):
+    return await sessions_page(user_id)
+
+
+async def ended_answer(user_id: int, ended: int, done: str, nothing: str):
+    """A toast saying what ended, then the sessions left: the list for htmx; without JavaScript,
+    the page again by its own address."""
+    await toast(done if ended else nothing, "success" if ended else "warning")
+    if not is_htmx():
+        return go(page_url(user_id))
+    return await sessions_page(user_id)
+
+
+async def record_end(conn, user_id: int, ended: int) -> None:
+    if ended:
+        await audit.record(conn, "session_end", "user", user_id, actor=g.user, ip=client_ip(),
+                           changes={"sessions_ended": [None, ended]})
+
+
+@bp.post("/users/<int:user_id>/sessions/<sid>/end")
+@allow("Admin")
+async def end(user_id: int, sid: str):
+    async with current_app.db.write() as conn:
+        user = await live_user_or_404(conn, user_id)
+        ended = await sessions.end(conn, sid, user_id)
+        await record_end(conn, user_id, ended)
+    return await ended_answer(user_id, ended, f"Session of {user.username} ended.",
+                              "That session had already ended.")
+
+
+@bp.post("/users/<int:user_id>/sessions/end-all")
+@allow("Admin")
+async def end_all(user_id: int):
+    async with current_app.db.write() as conn:
+        user = await live_user_or_404(conn, user_id)
+        ended = await sessions.end_all(conn, user_id)
+        await record_end(conn, user_id, ended)
+    return await ended_answer(user_id, ended, f"Ended {ended} session(s) of {user.username}.",
+                              f"{user.username} had no sessions left.")
