@@ -5,6 +5,7 @@ PostgreSQL and Chromium tests skip with a reason when either is missing, unless
 REQUIRE_POSTGRES=1 / REQUIRE_BROWSER=1 (as in CI), when their absence fails the run.
 """
 import asyncio
+from contextlib import contextmanager
 import os
 import re
 import secrets
@@ -185,22 +186,45 @@ def answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def live_server_url(database_url, tmp_path_factory):
-    """The real app under Hypercorn, on a port of its own, on the test database."""
+@contextmanager
+def hypercorn(database_url: str, log_dir: Path, workers: int = 1, **env_extra: str):
+    """The real app under Hypercorn with `workers` worker processes, on port 0, on
+    `database_url` (its schema created first); yields the URL it listens on."""
     asyncio.run(_create_schema(database_url))
     env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET,
-           "GATEHOUSE_ENV": "development"}
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+           "GATEHOUSE_ENV": "development", **env_extra}
+    log_path = log_dir / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--bind", "127.0.0.1:0", "web.asgi:app"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "hypercorn", "--bind", "127.0.0.1:0", "--workers", str(workers),
+             "web.asgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield wait_until_up(process, log_path)
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def live_server_url(database_url, tmp_path_factory):
+    """The real app under Hypercorn, on a port of its own, on the test database."""
+    with hypercorn(database_url, tmp_path_factory.mktemp("server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def workers_server_url(database_url, tmp_path_factory):
+    """The app as deployed for concurrency: two Hypercorn workers on PostgreSQL (sharing
+    nothing but the database); on SQLite the one worker it runs with."""
+    workers = 1 if database_url.startswith("sqlite") else 2
+    with hypercorn(database_url, tmp_path_factory.mktemp("workers"), workers) as url:
+        yield url
+
+
+@pytest.fixture
+def workers_server(workers_server_url, db):
+    """workers_server_url, its database freshly emptied for this test."""
+    return workers_server_url
 
 
 async def _create_schema(url: str) -> None:

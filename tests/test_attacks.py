@@ -1,7 +1,8 @@
 """The security review's attacks, replayed: each test reproduces one and shows it now fails.
 
-Races are real parallel requests against the live server (Hypercorn, on SQLite and on
-PostgreSQL); the rest use the app in process, where the client address can be chosen."""
+Races are real parallel requests against live Hypercorn servers (two workers on PostgreSQL,
+the one worker SQLite runs with); the rest use the app in process, where the client address
+can be chosen."""
 import asyncio
 import re
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ NEW_PASSWORD = "plinth Marrow 47 gravel otter-sleet"
 
 
 @asynccontextmanager
-async def browser(base: str):
+async def visitor(base: str):
     """A client with the cookies and CSRF token a browser would have after opening /login."""
     async with httpx.AsyncClient(base_url=base, follow_redirects=False, timeout=60) as client:
         client.csrf = csrf_from((await client.get("/login")).text)
@@ -38,9 +39,9 @@ async def send_login(client, identifier: str, password: str) -> int:
 
 # ---- 1. parallel guesses ---------------------------------------------------------------
 
-async def test_parallel_guesses_are_counted_before_they_are_checked(live_server, make_user, db):
+async def test_parallel_guesses_are_counted_before_they_are_checked(workers_server, make_user, db):
     victim = await make_user(username="victim")
-    async with browser(live_server) as attacker:
+    async with visitor(workers_server) as attacker:
         statuses = await asyncio.gather(*(send_login(attacker, "victim", WRONG) for _ in range(20)))
         assert statuses.count(401) <= 5 and statuses.count(401) + statuses.count(429) == 20, statuses
         assert await send_login(attacker, "victim", PASSWORD) == 429  # right, but the lock holds
@@ -52,13 +53,13 @@ async def test_parallel_guesses_are_counted_before_they_are_checked(live_server,
 async def test_ten_correct_logins_in_a_row_from_one_address_are_never_throttled(live_server, make_user):
     await make_user(username="regular")
     for _ in range(10):
-        async with browser(live_server) as client:  # no device cookie: counted per address
+        async with visitor(live_server) as client:  # no device cookie: counted per address
             assert await send_login(client, "regular", PASSWORD) == 303
 
 
-async def test_parallel_wrong_current_passwords_in_the_profile_are_throttled_and_audited(live_server, make_user, db):
+async def test_parallel_wrong_current_passwords_in_the_profile_are_throttled_and_audited(workers_server, make_user, db):
     await make_user(username="owner")
-    async with browser(live_server) as thief:
+    async with visitor(workers_server) as thief:
         assert await send_login(thief, "owner", PASSWORD) == 303
         profile = await thief.get("/profile")
         token = csrf_from(profile.text)
@@ -79,11 +80,11 @@ async def test_parallel_wrong_current_passwords_in_the_profile_are_throttled_and
 
 async def test_the_owners_browser_logs_in_while_an_attacker_has_locked_the_account(live_server, make_user):
     await make_user(username="owner")
-    async with browser(live_server) as owner:
+    async with visitor(live_server) as owner:
         assert await send_login(owner, "owner", PASSWORD) == 303  # the browser gets its device cookie
         assert "gatehouse-device" in owner.cookies
         await owner.post("/logout", data={"csrf_token": csrf_from((await owner.get("/profile")).text)})
-        async with browser(live_server) as attacker:
+        async with visitor(live_server) as attacker:
             for _ in range(6):
                 await send_login(attacker, "owner", WRONG)
             assert await send_login(attacker, "owner", PASSWORD) == 429
@@ -112,9 +113,9 @@ async def test_ipv6_addresses_of_one_64_count_as_one_client(app, make_user):
 
 # ---- 3. the registration cap under a race ----------------------------------------------
 
-async def test_parallel_registrations_from_one_address_stop_at_the_cap(live_server, db):
+async def test_parallel_registrations_from_one_address_stop_at_the_cap(workers_server, db):
     async def register(n):
-        async with browser(live_server) as client:
+        async with visitor(workers_server) as client:
             response = await client.post("/register", data={
                 "username": f"burst{n}", "email": f"burst{n}@example.com", "password": NEW_PASSWORD,
                 "password_confirm": NEW_PASSWORD, "csrf_token": client.csrf})
@@ -155,10 +156,10 @@ async def test_the_profile_says_nothing_about_an_address_before_the_password_is_
 
 # ---- 9. authorization decided on the row being changed ---------------------------------
 
-async def test_a_managers_delete_never_removes_a_customer_just_made_admin(live_server, make_user, db):
+async def test_a_managers_delete_never_removes_a_customer_just_made_admin(workers_server, make_user, db):
     await make_user("Admin", username="boss")
     await make_user("Manager", username="manny")
-    async with browser(live_server) as admin, browser(live_server) as manager:
+    async with visitor(workers_server) as admin, visitor(workers_server) as manager:
         assert await send_login(admin, "boss", PASSWORD) == 303
         assert await send_login(manager, "manny", PASSWORD) == 303
         admin_token = csrf_from((await admin.get("/users")).text)
