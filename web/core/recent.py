@@ -5,14 +5,16 @@ An answer is reused only while this process has written nothing to the database 
 read (`Database.writes`), and for at most `seconds`: this worker sees its own writes at once,
 another worker's within `seconds`. See docs/PERFORMANCE.md for what each saves.
 """
+import time
+
 from cachetools import TTLCache
 
 from .db import Database
 
 
 class Recent:
-    def __init__(self, seconds: float, size: int):
-        self._answers = TTLCache(maxsize=size, ttl=seconds)
+    def __init__(self, seconds: float, size: int, clock=time.monotonic):
+        self._answers = TTLCache(maxsize=size, ttl=seconds, timer=clock)
 
     async def get(self, key, read):
         """The answer for `key`: the one kept, or what `await read()` gives now (None is not kept)."""
