@@ -6,7 +6,7 @@ from datetime import timedelta
 from sqlalchemy import insert, select
 
 from conftest import make_config
-from helpers import rows
+from helpers import rows, run_cli
 from web import create_app
 from web.accounts import maintenance
 from web.core.db import utcnow
@@ -109,7 +109,6 @@ async def test_every_worker_purges_in_the_background_while_it_serves(db, make_us
 
 
 def test_purge_expired_command_reports_what_it_removed(database_url):
-    from test_cli import run_cli
     result = run_cli("purge-expired", database_url=database_url)
     assert result.returncode == 0, result.stderr
     assert "expired sessions" in result.stderr
