@@ -90,7 +90,7 @@ async def test_registering_writes_a_register_audit_event(client, db):
 
 
 async def test_fifteen_emoji_are_a_long_enough_password(client, db):
-    emoji = "😀" * 15  # 15 code points, 60 bytes in UTF-8
+    emoji = "🫖🌵🎻🦉🍋🚲🧭🪁🐙🎲🌋🧀🛶🪴🦔"  # 15 code points, 60 bytes in UTF-8
     response = await register(client, {"password": emoji, "password_confirm": emoji})
     assert response.status_code == 303
     account = await user_named(db, "newcomer")
