@@ -4,7 +4,7 @@ Rows are ordered by (occurred_at, id) descending; every filter has an index that
 with its column and continues with occurred_at (see tables.py).
 """
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
 from sqlalchemy import func, select, tuple_, union_all
@@ -32,7 +32,12 @@ def parse_when(text: str) -> datetime | None:
 
 
 def is_bare_date(text: str) -> bool:
-    return ":" not in text
+    """A date without a time ("20240303T1200" has no colon, and is noon)."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def first_moment_after(until: str) -> datetime | None:
