@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
+import reliability_report
 from conftest import PASSWORD, SECRET, csrf_from, wait_until_up
 from web.accounts import queries as user_queries
 from web.core.db import Database
@@ -42,7 +43,8 @@ def report(test: str, database_url: str, **figures) -> None:
     path = os.environ.get("RELIABILITY_REPORT")
     if not path:
         return
-    line = {"test": test, "database": kind(database_url), "at": time.strftime("%Y-%m-%d %H:%M:%S"), **figures}
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())  # the page says UTC
+    line = {"test": test, "database": kind(database_url), "at": at, **figures}
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(line, sort_keys=True) + "\n")
 
@@ -156,8 +158,10 @@ class Load:
     accepted: dict = field(default_factory=lambda: defaultdict(list))  # row -> [(version sent, username)]
     refused: Counter = field(default_factory=Counter)
     problems: list = field(default_factory=list)  # 5xx, 'database is locked', unexpected answers
+    server_errors: int = 0  # answers that were a 5xx or said 'database is locked'
     errors: Counter = field(default_factory=Counter)  # transport errors (a killed server)
     requests: int = 0
+    clients: set = field(default_factory=set)  # the workers that sent a save
     in_flight: dict = field(default_factory=dict)  # save -> when it was sent, until answered
     outcome: dict = field(default_factory=dict)  # save -> status code, or the error's name
 
@@ -168,6 +172,23 @@ class Load:
     @property
     def accepted_count(self) -> int:
         return sum(len(v) for v in self.accepted.values())
+
+    def add(self, other: "Load") -> None:
+        """Counts another load's answers in this one (a test of several loads reports their sum)."""
+        self.statuses.update(other.statuses)
+        for row, saves in other.accepted.items():
+            self.accepted[row].extend(saves)
+        self.refused.update(other.refused)
+        self.problems.extend(other.problems)
+        self.server_errors += other.server_errors
+        self.errors.update(other.errors)
+        self.requests += other.requests
+        self.clients |= other.clients
+
+    def figures(self) -> dict:
+        """What the reports say of a load, each counted from the answers it received."""
+        return {"clients": len(self.clients), "requests": self.requests, "accepted": self.accepted_count,
+                "refused_409": sum(self.refused.values()), "server_errors": self.server_errors}
 
 
 async def save_loop(base_url: str, session: Session, rows: list[int], load: Load, stop: asyncio.Event,
@@ -187,6 +208,7 @@ async def save_loop(base_url: str, session: Session, rows: list[int], load: Load
                 username = f"r{row}w{worker}n{n}"[:32]
                 load.requests += 1
                 key = (worker, n)
+                load.clients.add(worker)
                 load.in_flight[key] = time.monotonic()
                 try:
                     response = await save(client, row, known[row], username)
@@ -205,6 +227,9 @@ async def save_loop(base_url: str, session: Session, rows: list[int], load: Load
                 continue
             load.statuses[response.status_code] += 1
             if response.status_code >= 500 or "database is locked" in response.text:
+                load.server_errors += 1
+                load.problems.append((response.status_code, response.text[:300]))
+            elif response.status_code not in (200, 409):
                 load.problems.append((response.status_code, response.text[:300]))
             if response.status_code == 200:
                 load.accepted[row].append((known[row], username))
@@ -217,7 +242,6 @@ async def save_loop(base_url: str, session: Session, rows: list[int], load: Load
                 else:
                     known.pop(row, None)
             else:
-                load.problems.append((response.status_code, response.text[:300]))
                 known.pop(row, None)
 
 
@@ -259,3 +283,36 @@ def sqlite_integrity(path: Path) -> list[str]:
         return [r[0] for r in conn.execute("PRAGMA integrity_check")]
     finally:
         conn.close()
+
+
+# ---- proof that the reports count what happened ---------------------------------------------
+
+def fail_once(monkeypatch, module, name: str, at: int = 1, then: int = 0) -> asyncio.Event:
+    """Makes the `at`-th call of the async `module.name` raise (a 500 from the server); the
+    event is set once `then` calls after it have returned."""
+    real, calls, returned, enough = getattr(module, name), [], [], asyncio.Event()
+
+    async def failing(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == at:
+            raise RuntimeError("injected failure")
+        result = await real(*args, **kwargs)
+        returned.append(None)
+        if len(returned) >= at - 1 + then:
+            enough.set()
+        return result
+    monkeypatch.setattr(module, name, failing)
+    return enough
+
+
+def rendered_row(line: str) -> dict:
+    """{column title: cell} of the row docs/RELIABILITY.md shows for one recorded line."""
+    entry = json.loads(line)
+    header = []
+    for text in reliability_report.render(reliability_report.latest([line])).splitlines():
+        cells = [cell.strip() for cell in text.strip().strip("|").split("|")]
+        if text.startswith("| database |"):
+            header = cells
+        elif text.startswith(f"| {entry['database']} |"):
+            return dict(zip(header, cells))
+    raise AssertionError(f"no row for {line}")

@@ -22,10 +22,11 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 
 from conftest import PASSWORD
 from helpers import open_session, token
-from reliability import report
+from reliability import fail_once, rendered_row, report
 from web.accounts import passwords
 from web.accounts import queries as user_queries
 from web.core.tables import EMAIL_MAX, USERNAME_MAX, audit_events, login_throttle, roles, sessions, users
+from web.users import routes as users_routes
 
 pytestmark = pytest.mark.reliability
 
@@ -223,6 +224,14 @@ def changed_on_refusal(endpoint: str, status: int, before: dict, after: dict) ->
     return {k: (before[k], after[k]) for k in before if k not in allowed and before[k] != after[k]}
 
 
+def count_answer(tally: dict, endpoint: str, database_url: str, role: str, status: int) -> None:
+    """Counts one answer of the property tests: what the report of this module says it saw."""
+    seen = tally.setdefault((endpoint, database_url.split("+")[0]), {"inputs": 0, "roles": set(), "statuses": {}})
+    seen["inputs"] += 1
+    seen["roles"].add(role)
+    seen["statuses"][status] = seen["statuses"].get(status, 0) + 1
+
+
 def hostile_test(endpoint: str):
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -252,9 +261,7 @@ def hostile_test(endpoint: str):
             response = await client.post(path, data=data, headers={**headers, "Content-Type": content_type})
         text = await response.get_data(as_text=True)
         after = await world.snapshot()
-        tally = TALLY.setdefault((endpoint, database_url.split("+")[0]), {"inputs": 0, "statuses": {}})
-        tally["inputs"] += 1
-        tally["statuses"][response.status_code] = tally["statuses"].get(response.status_code, 0) + 1
+        count_answer(TALLY, endpoint, database_url, role, response.status_code)
 
         assert response.status_code < 500, f"{method} {path} as {role}: {response.status_code}\n{text[:2000]}"
         if response.status_code >= 400:
@@ -333,16 +340,48 @@ async def test_overflowing_numbers_and_nul_bytes_are_refused_with_a_message(worl
     assert await world.snapshot() == before
 
 
-def test_zz_report_hostile_input_figures(database_url):
-    """Runs last in this module: the figures of the property tests above, for the report."""
+def hostile_input_figures(tally: dict, database_url: str) -> dict:
+    """The report's figures, counted from the answers the property tests received."""
     kind = database_url.split("+")[0]
-    mine = {endpoint: t for (endpoint, k), t in TALLY.items() if k == kind}
-    if not mine:
-        pytest.skip("the property tests did not run")
+    mine = {endpoint: t for (endpoint, k), t in tally.items() if k == kind}
     statuses: dict = {}
     for t in mine.values():
         for code, n in t["statuses"].items():
-            statuses[str(code)] = statuses.get(str(code), 0) + n
-    report("hostile_input", database_url, endpoints=len(mine), roles=len(ROLE_NAMES),
-           inputs=sum(t["inputs"] for t in mine.values()), examples_per_endpoint=EXAMPLES,
-           statuses=dict(sorted(statuses.items())), server_errors=0)
+            statuses[code] = statuses.get(code, 0) + n
+    inputs = sorted({t["inputs"] for t in mine.values()})
+    return {"endpoints": len(mine), "roles": len(set().union(*(t["roles"] for t in mine.values()))),
+            "examples_per_endpoint": inputs[0] if len(inputs) == 1 else f"{inputs[0]} to {inputs[-1]}",
+            "inputs": sum(t["inputs"] for t in mine.values()),
+            "statuses": {str(code): n for code, n in sorted(statuses.items())},
+            "server_errors": sum(n for code, n in statuses.items() if code >= 500)}
+
+
+def report_hostile_input(tally: dict, database_url: str) -> None:
+    """Reports what the property tests saw, then fails if any answer was a 5xx."""
+    figures = hostile_input_figures(tally, database_url)
+    report("hostile_input", database_url, **figures)
+    assert figures["server_errors"] == 0, f"5xx answers: {figures['statuses']}"
+
+
+def test_zz_report_hostile_input_figures(database_url):
+    """Runs last in this module: the figures of the property tests above, for the report."""
+    if not any(kind == database_url.split("+")[0] for _, kind in TALLY):
+        pytest.skip("the property tests did not run")
+    report_hostile_input(TALLY, database_url)
+
+
+async def test_a_500_among_the_answers_is_reported_and_fails_the_report(world, database_url, monkeypatch, tmp_path):
+    """The 5xx figure is counted from the answers: a search whose handler fails once is one
+    5xx in the report and on the page, and the report test fails."""
+    recorded = tmp_path / "reliability.jsonl"
+    monkeypatch.setenv("RELIABILITY_REPORT", str(recorded))
+    fail_once(monkeypatch, users_routes, "load_page")
+    tally: dict = {}
+    for _ in range(2):
+        response = await world.clients["Admin"].get("/users?q=a")
+        count_answer(tally, "users_search", database_url, "Admin", response.status_code)
+    with pytest.raises(AssertionError, match="5xx answers"):
+        report_hostile_input(tally, database_url)
+    [line] = recorded.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["statuses"] == {"200": 1, "500": 1}
+    assert rendered_row(line)["5xx"] == "1"

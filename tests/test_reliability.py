@@ -6,19 +6,24 @@ RELIABILITY_SECONDS sets how long the loads run (8 s by default, for CI);
 RELIABILITY_REPORT=path appends each test's figures to path as JSON lines.
 """
 import asyncio
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
 
 from conftest import SECRET
 from reliability import (
-    Load, Server, consistency_problems, final_state, report, save_loop, seconds, seed, sign_in,
-    sqlite_integrity,
+    Load, Server, consistency_problems, fail_once, final_state, rendered_row, report, save_loop, seconds, seed,
+    sign_in, sqlite_integrity,
 )
+from web.accounts import queries as account_queries
 
 pytestmark = pytest.mark.reliability
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,16 +56,21 @@ async def run_load(base_url: str, sessions, rows, duration: float, clients: int,
 
 # ---- 1. concurrency ------------------------------------------------------------------------
 
-async def test_concurrent_saves_lose_nothing_and_each_has_one_audit_event(live_server, db, make_user, database_url):
+async def concurrent_saves(base_url: str, database_url: str, make_user, clients: int, *,
+                           duration: float = 0, during=None) -> None:
+    """The concurrency test against the server at `base_url`: reports what the load counted,
+    then checks it (a run that went wrong is reported as it was, and fails)."""
     admins = [await make_user("Admin") for _ in range(SESSIONS)]
     rows = [(await make_user("Customer"))["id"] for _ in range(ROWS)]
-    sessions = await asyncio.gather(*(sign_in(live_server, a["username"]) for a in admins))
-    duration = seconds()
+    sessions = await asyncio.gather(*(sign_in(base_url, a["username"]) for a in admins))
     started = time.monotonic()
-    load = await run_load(live_server, sessions, rows, duration, CLIENTS)
+    load = await run_load(base_url, sessions, rows, duration, clients, during=during)
     elapsed = time.monotonic() - started
+    report("concurrency", database_url, rows=len(rows), sessions=len(sessions), seconds=round(elapsed, 1),
+           requests_per_second=round(load.requests / elapsed, 1), **load.figures())
 
-    assert load.problems == [], f"5xx or 'database is locked' surfaced: {load.problems[:5]}"
+    assert load.server_errors == 0, f"5xx or 'database is locked' surfaced: {load.problems[:5]}"
+    assert load.problems == [], f"unexpected answers: {load.problems[:5]}"
     assert not load.errors, f"transport errors: {load.errors}"
     assert set(load.statuses) <= {200, 409}, load.statuses
     assert load.accepted_count > 0 and sum(load.refused.values()) > 0, load.statuses
@@ -74,10 +84,42 @@ async def test_concurrent_saves_lose_nothing_and_each_has_one_audit_event(live_s
         if accepted:
             assert username == max(accepted)[1], f"row {row} does not hold the last accepted save"
     assert consistency_problems(final, events, rows) == []
-    report("concurrency", database_url, clients=CLIENTS, rows=len(rows), sessions=SESSIONS,
-           seconds=round(elapsed, 1), requests=load.requests, accepted=load.accepted_count,
-           refused_409=sum(load.refused.values()), server_errors=0,
-           requests_per_second=round(load.requests / elapsed, 1))
+
+
+async def test_concurrent_saves_lose_nothing_and_each_has_one_audit_event(live_server, db, make_user, database_url):
+    await concurrent_saves(live_server, database_url, make_user, CLIENTS, duration=seconds())
+
+
+@pytest.fixture
+async def app_server(app):
+    """The test's own app under Hypercorn in this process, so that a test can break a handler."""
+    listener = socket.create_server(("127.0.0.1", 0))  # listening now: early requests wait in its backlog
+    url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+    config = HypercornConfig()
+    config.bind = [f"fd://{listener.detach()}"]
+    stopped = asyncio.Event()
+    serving = asyncio.create_task(serve(app, config, shutdown_trigger=stopped.wait))
+    yield url
+    stopped.set()
+    await serving
+
+
+async def test_a_500_during_the_load_is_reported_and_fails_the_concurrency_test(
+        app_server, make_user, database_url, monkeypatch, tmp_path):
+    """The 5xx figure is counted from the answers: one save that fails at the server is one
+    5xx in the report and on the page, and the concurrency test fails."""
+    recorded = tmp_path / "reliability.jsonl"
+    monkeypatch.setenv("RELIABILITY_REPORT", str(recorded))
+    enough = fail_once(monkeypatch, account_queries, "update_if_current", at=5, then=20)
+
+    async def until_enough(stop):
+        await asyncio.wait_for(enough.wait(), 60)
+        stop.set()
+    with pytest.raises(AssertionError, match="5xx or 'database is locked' surfaced"):
+        await concurrent_saves(app_server, database_url, make_user, 8, during=until_enough)
+    [line] = recorded.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["server_errors"] == 1
+    assert rendered_row(line)["5xx / 'database is locked'"] == "1"
 
 
 # ---- servers of the tests' own, on a SQLite file ---------------------------------------------
@@ -109,7 +151,7 @@ async def test_acknowledged_writes_survive_sigkill_mid_load(own_sqlite, tmp_path
     path, url = own_sqlite
     admins, rows = await seed(url, password_hash, admins=2, rows=10)
     server = Server(url, tmp_path / "server.log")
-    total, kills, per_round = Load(), 0, max(seconds() / KILLS, 1.5)
+    total, kills, per_round = Load(), [], max(seconds() / KILLS, 1.5)
     try:
         server.start()
         sessions = [await sign_in(server.url, name) for name in admins]
@@ -117,29 +159,25 @@ async def test_acknowledged_writes_survive_sigkill_mid_load(own_sqlite, tmp_path
             async def kill_midway(stop, server=server):
                 await asyncio.sleep(per_round)
                 server.kill()  # while the clients are mid-request
+                kills.append(round_)
                 stop.set()
             load = await run_load(server.url, sessions, rows, per_round, CRASH_CLIENTS,
                                   during=kill_midway, seed_=round_)
-            kills += 1
+            total.add(load)
             assert load.problems == [], f"round {round_}: {load.problems[:5]}\n{server.log()[-3000:]}"
             assert load.accepted_count > 0, f"round {round_}: no save was accepted: {load.statuses}"
-            total.requests += load.requests
-            total.statuses.update(load.statuses)
-            total.errors.update(load.errors)
-            for row, saves in load.accepted.items():
-                total.accepted[row].extend(saves)
             assert (path.parent / (path.name + "-wal")).exists(), "a killed server leaves its WAL behind"
             server.start()  # recovery: the WAL is replayed by the first connection
     finally:
         server.stop()
-    assert sqlite_integrity(path) == ["ok"]
+    integrity = sqlite_integrity(path)
+    assert integrity == ["ok"]
     final, events = await final_state(url)
     checked = assert_acknowledged_present(total, events)
     assert consistency_problems(final, events, rows) == []
-    report("crash", url, kills=kills, clients=CRASH_CLIENTS, seconds_per_round=round(per_round, 1),
-           requests=total.requests, accepted=total.accepted_count, acknowledged_checked=checked,
-           refused_409=total.statuses[409], interrupted=sum(total.errors.values()),
-           events_in_database=sum(len(v) for v in events.values()), integrity_check="ok")
+    report("crash", url, kills=len(kills), seconds_per_round=round(per_round, 1), acknowledged_checked=checked,
+           interrupted=sum(total.errors.values()), events_in_database=sum(len(v) for v in events.values()),
+           integrity_check=", ".join(integrity), **total.figures())
 
 
 # ---- 6. graceful shutdown: SIGTERM mid-load ----------------------------------------------------
@@ -164,30 +202,30 @@ async def test_sigterm_finishes_in_flight_requests_and_closes_the_database(own_s
         load = await run_load(server.url, sessions, rows, 0, CRASH_CLIENTS, during=terminate_midway, into=loads)
         assert exit_codes == [0], f"exit code {exit_codes}\n{server.log()[-3000:]}"
         assert in_flight, "no save was in flight at the SIGTERM"
-        unanswered = {key: load.outcome.get(key) for key in in_flight if load.outcome.get(key) not in (200, 409)}
+        answered = {key for key in in_flight if load.outcome.get(key) in (200, 409)}
+        unanswered = {key: load.outcome.get(key) for key in in_flight - answered}
         assert not unanswered, f"saves in flight at the SIGTERM that got no answer: {unanswered}"
         assert stop_seconds[0] < 10 + 2, "the server took longer than its graceful timeout"
         assert load.problems == [], f"{load.problems[:5]}\n{server.log()[-3000:]}"
         # after_serving disposed of the engine: the last connection closed checkpoints and
         # removes the WAL; a killed server leaves it behind.
-        assert not (path.parent / (path.name + "-wal")).exists(), "the database was not closed cleanly"
+        wal_left = (path.parent / (path.name + "-wal")).exists()
+        assert not wal_left, "the database was not closed cleanly"
         assert sqlite_integrity(path) == ["ok"]
         server.start()  # and it comes back with everything
         second = await run_load(server.url, sessions, rows, 1.5, 4, seed_=1)
         assert second.problems == [] and second.accepted_count > 0
     finally:
         server.stop()
+    refused_connections = sum(load.errors.values())
+    load.add(second)
     final, events = await final_state(url)
-    for row, saves in second.accepted.items():
-        load.accepted[row].extend(saves)
     checked = assert_acknowledged_present(load, events)
     assert consistency_problems(final, events, rows) == []
-    report("graceful", url, clients=CRASH_CLIENTS, requests=load.requests + second.requests,
-           accepted=load.accepted_count, acknowledged_checked=checked,
-           in_flight_at_sigterm=len(in_flight), in_flight_answered=len(in_flight),
-           refused_connections_after_stop=sum(load.errors.values()), stop_seconds=round(stop_seconds[0], 2),
-           exit_code=exit_codes[0],
-           wal_left=False)
+    report("graceful", url, acknowledged_checked=checked, in_flight_at_sigterm=len(in_flight),
+           in_flight_answered=len(answered), refused_connections_after_stop=refused_connections,
+           stop_seconds=round(stop_seconds[0], 2), exit_code=exit_codes[0], wal_left=wal_left,
+           **load.figures())
 
 
 # ---- 5. backups under write load -----------------------------------------------------------
@@ -199,6 +237,7 @@ def run_cli(*args, database_url: str) -> subprocess.CompletedProcess:
 
 
 BACKUPS = 2
+BACKUP_CLIENTS = 8
 
 
 async def test_backup_under_write_load_is_consistent_and_restores(own_sqlite, tmp_path, password_hash):
@@ -220,7 +259,7 @@ async def test_backup_under_write_load_is_consistent_and_restores(own_sqlite, tm
                 copies.append((copy, before))
                 await asyncio.sleep(0.3)
             stop.set()
-        load = await run_load(server.url, sessions, rows, 0, 8, during=back_up_meanwhile)
+        load = await run_load(server.url, sessions, rows, 0, BACKUP_CLIENTS, during=back_up_meanwhile)
         assert load.problems == [] and load.accepted_count > 0, load.statuses
 
         # Restoring over the database the server has open is refused.
@@ -228,8 +267,9 @@ async def test_backup_under_write_load_is_consistent_and_restores(own_sqlite, tm
         assert refused.returncode == 1 and "stop the server first" in refused.stderr, refused.stderr
     finally:
         server.stop()
+    integrity = {copy: sqlite_integrity(copy) for copy, _ in copies}
     for copy, (rows_before, events_before) in copies:
-        assert sqlite_integrity(copy) == ["ok"], copy
+        assert integrity[copy] == ["ok"], copy
         copied_rows, copied_events = await final_state(f"sqlite+aiosqlite:///{copy}")
         assert consistency_problems(copied_rows, copied_events, rows) == [], copy
         for row in rows:
@@ -247,8 +287,8 @@ async def test_backup_under_write_load_is_consistent_and_restores(own_sqlite, tm
         assert again.problems == [] and again.accepted_count > 0
     finally:
         server.stop()
-    report("backup", url, backups=len(copies), clients=8, requests=load.requests, accepted=load.accepted_count,
-           integrity_check="ok", restored=True)
+    report("backup", url, backups=len(copies), integrity_check="; ".join(", ".join(i) for i in integrity.values()),
+           restored=restored.returncode == 0 and again.accepted_count > 0, **load.figures())
 
 
 def test_backup_of_a_postgres_database_points_to_pg_dump(tmp_path):
