@@ -10,11 +10,12 @@
     python run.py backup PATH          copy the live SQLite database (PostgreSQL: pg_dump)
     python run.py restore PATH         put a backup back (stop the server first)
     python run.py audit-prune --older-than 365d
+    python run.py audit-verify [--expect-head HASH]
     python run.py users-purge --older-than 30d
     python run.py purge-expired        expired sessions and throttle counts (workers do it too)
 
 Settings come from the environment: DATABASE_URL, SECRET_KEY, GATEHOUSE_ENV, HOST, PORT,
-REGISTRATION_OPEN. See README.md.
+REGISTRATION_OPEN, AUDIT_HMAC_KEY. See README.md.
 """
 import argparse
 import asyncio
@@ -89,7 +90,7 @@ def on_database(config: Config, work):
     """Runs `await work(db)` on the configured database, its schema brought up to date first,
     and closes it afterwards."""
     async def main():
-        db = Database(config.database_url)
+        db = Database(config.database_url, audit_key=config.audit_hmac_key)
         try:
             await db.create_schema()
             return await work(db)
@@ -163,7 +164,32 @@ def cmd_audit_prune(config: Config, args) -> int:
         print(f"\r  {removed:,} events removed", end="", file=sys.stderr, flush=True)
 
     removed = on_database(config, lambda db: audit.prune(db, cutoff, progress=shown))
-    print(f"\nRemoved {removed:,} audit events older than {cutoff:%Y-%m-%d %H:%M} UTC.", file=sys.stderr)
+    print(f"\nRemoved {removed:,} audit events older than {cutoff:%Y-%m-%d %H:%M} UTC; the chain now "
+          "verifies from the last one removed (its checkpoint).", file=sys.stderr)
+    return 0
+
+
+def cmd_audit_verify(config: Config, args) -> int:
+    from web.core import audit_trail as audit
+
+    def shown(done, total):
+        print(f"\r  {done:,} / {total:,} events", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    try:
+        verdict = on_database(config, lambda db: audit.verify(
+            db, expect_head=args.expect_head, progress=shown))
+    except audit.KeyNeeded as error:
+        print(f"Cannot verify: {error}", file=sys.stderr)
+        return 2
+    if not verdict.intact:
+        where = f"event {verdict.event_id}" if verdict.event_id is not None else f"after position {verdict.position:,}"
+        print(f"Audit trail BROKEN at {where}: {verdict.problem}. Intact up to position {verdict.position:,}.",
+              file=sys.stderr)
+        return 1
+    mode = "HMAC-SHA-256 (AUDIT_HMAC_KEY)" if config.audit_hmac_key else "SHA-256, no key"
+    print(f"Audit trail intact: {verdict.checked:,} events checked, up to position {verdict.position:,}; "
+          f"sealed with {mode}. Keep the head hash (stdout) to check later with --expect-head.", file=sys.stderr)
+    print(verdict.head_hash)
     return 0
 
 
@@ -177,7 +203,7 @@ def cmd_users_purge(config: Config, args) -> int:
         async with db.write() as conn:
             gone = await queries.purge_deleted(conn, cutoff)
             for row in gone:
-                await audit.record(conn, "purge", "user", row.id, actor=audit.CLI,
+                await audit.record(conn, "purge", "user", row.id, actor=audit.CLI, target_name=row.username,
                                    changes={"username": [row.username, None]})
         return gone
     gone = on_database(config, purge)
@@ -259,6 +285,12 @@ def parser() -> argparse.ArgumentParser:
     prune.add_argument("--older-than", type=duration, required=True, metavar="AGE",
                        help="age such as 365d (days) or 12h (hours)")
     prune.set_defaults(run=cmd_audit_prune)
+    verify = command("audit-verify", "Check the audit trail's hash chain, in batches, and report the first "
+                     "event edited, deleted or inserted (exit 1); print the head hash when intact.")
+    verify.add_argument("--expect-head", default="", metavar="HASH",
+                        help="a head hash printed by an earlier run: it must still be in the chain "
+                        "(catches events deleted from the end)")
+    verify.set_defaults(run=cmd_audit_verify)
     purge = command("users-purge", "Remove for good the users deleted (soft) longer ago than a given age.")
     purge.add_argument("--older-than", type=duration, required=True, metavar="AGE",
                        help="age such as 30d (days) or 12h (hours)")

@@ -3,6 +3,21 @@
 
 -- ===== SQLite =====
 
+CREATE TABLE audit_chain (
+	id INTEGER NOT NULL,
+	scheme VARCHAR(40) DEFAULT '' NOT NULL,
+	position BIGINT DEFAULT 0 NOT NULL,
+	chain_hash VARCHAR(64) DEFAULT '' NOT NULL,
+	sealed_at DATETIME,
+	checkpoint_position BIGINT DEFAULT 0 NOT NULL,
+	checkpoint_hash VARCHAR(64) DEFAULT '' NOT NULL,
+	verified_at DATETIME,
+	verified_position BIGINT,
+	verified_problem VARCHAR(300) DEFAULT '' NOT NULL,
+	CONSTRAINT pk_audit_chain PRIMARY KEY (id),
+	CONSTRAINT ck_audit_chain_one_row CHECK (id = 1)
+);
+
 CREATE TABLE audit_events (
 	id INTEGER NOT NULL,
 	occurred_at DATETIME NOT NULL,
@@ -11,8 +26,11 @@ CREATE TABLE audit_events (
 	action VARCHAR(32) NOT NULL,
 	target_type VARCHAR(32) NOT NULL,
 	target_id INTEGER,
+	target_name VARCHAR(32) DEFAULT '' NOT NULL,
 	changes JSON,
 	ip VARCHAR(45) DEFAULT '' NOT NULL,
+	chain_position BIGINT,
+	chain_hash VARCHAR(64),
 	CONSTRAINT pk_audit_events PRIMARY KEY (id)
 );
 
@@ -23,6 +41,8 @@ CREATE INDEX ix_audit_events_actor ON audit_events (actor_id, occurred_at);
 CREATE INDEX ix_audit_events_occurred_at ON audit_events (occurred_at, id);
 
 CREATE INDEX ix_audit_events_target ON audit_events (target_type, target_id, occurred_at);
+
+CREATE UNIQUE INDEX uq_audit_events_chain_position ON audit_events (chain_position);
 
 CREATE TABLE login_throttle (
 	"key" VARCHAR(300) NOT NULL,
@@ -88,6 +108,21 @@ CREATE INDEX ix_sessions_user_id ON sessions (user_id);
 
 -- ===== PostgreSQL =====
 
+CREATE TABLE audit_chain (
+	id INTEGER NOT NULL,
+	scheme VARCHAR(40) DEFAULT '' NOT NULL,
+	position BIGINT DEFAULT 0 NOT NULL,
+	chain_hash VARCHAR(64) DEFAULT '' NOT NULL,
+	sealed_at TIMESTAMP WITHOUT TIME ZONE,
+	checkpoint_position BIGINT DEFAULT 0 NOT NULL,
+	checkpoint_hash VARCHAR(64) DEFAULT '' NOT NULL,
+	verified_at TIMESTAMP WITHOUT TIME ZONE,
+	verified_position BIGINT,
+	verified_problem VARCHAR(300) DEFAULT '' NOT NULL,
+	CONSTRAINT pk_audit_chain PRIMARY KEY (id),
+	CONSTRAINT ck_audit_chain_one_row CHECK (id = 1)
+);
+
 CREATE TABLE audit_events (
 	id BIGSERIAL NOT NULL,
 	occurred_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
@@ -96,8 +131,11 @@ CREATE TABLE audit_events (
 	action VARCHAR(32) NOT NULL,
 	target_type VARCHAR(32) NOT NULL,
 	target_id INTEGER,
+	target_name VARCHAR(32) DEFAULT '' NOT NULL,
 	changes JSON,
 	ip VARCHAR(45) DEFAULT '' NOT NULL,
+	chain_position BIGINT,
+	chain_hash VARCHAR(64),
 	CONSTRAINT pk_audit_events PRIMARY KEY (id)
 );
 
@@ -108,6 +146,8 @@ CREATE INDEX ix_audit_events_actor ON audit_events (actor_id, occurred_at);
 CREATE INDEX ix_audit_events_occurred_at ON audit_events (occurred_at, id);
 
 CREATE INDEX ix_audit_events_target ON audit_events (target_type, target_id, occurred_at);
+
+CREATE UNIQUE INDEX uq_audit_events_chain_position ON audit_events (chain_position);
 
 CREATE TABLE login_throttle (
 	key VARCHAR(300) NOT NULL,

@@ -20,6 +20,7 @@ from sqlalchemy import event, func, insert, select, update
 
 from conftest import PASSWORD, ROOT, SECRET, csrf_from
 from web.accounts import sessions as web_sessions
+from web.core.audit_trail import seal_backlog
 from web.core.db import utcnow
 from web.core.tables import audit_events, login_throttle, sessions, users
 
@@ -318,6 +319,7 @@ async def insert_events(db, rows, batch: int = 10_000) -> None:
     for start in range(0, len(rows), batch):
         async with db.write() as conn:
             await conn.execute(insert(audit_events), rows[start:start + batch])
+            await conn.run_sync(seal_backlog, db.audit_key)  # into the hash chain, as record() does
 
 
 # ---- run.py ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from conftest import SECRET, _pg_admin
 from test_schema import reflected_indexes, schema_diffs
 from alembic.script import ScriptDirectory
 
+from web.core import audit_trail
 from web.core.db import Database, alembic_config, ensure_roles, utcnow
 from web.core.tables import audit_events, metadata, roles, sessions, users
 
@@ -68,10 +69,19 @@ async def add_data(db) -> dict:
     return await snapshot(db)
 
 
+# What the first release had: later revisions add tables and columns of their own.
+FIRST_RELEASE_TABLES = {"roles", "users", "sessions", "audit_events", "login_throttle"}
+ADDED_LATER = {"audit_events": {"target_name", "chain_position", "chain_hash"}}
+
+
+def first_release_columns(table: sa.Table) -> list[sa.Column]:
+    return [column for column in table.c if column.name not in ADDED_LATER.get(table.name, set())]
+
+
 async def snapshot(db) -> dict:
     async with db.read() as conn:
         return {table.name: sorted(json.dumps([str(v) for v in row]) for row in
-                                   (await conn.execute(sa.select(table))).all())
+                                   (await conn.execute(sa.select(*first_release_columns(table)))).all())
                 for table in (roles, users, sessions, audit_events)}
 
 
@@ -98,7 +108,7 @@ async def test_revision_0001_is_the_first_release_schema(scratch):
     async with scratch.read() as conn:
         tables = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
         user_indexes = {i["name"]: i for i in await conn.run_sync(lambda c: sa.inspect(c).get_indexes("users"))}
-    assert tables == {t.name for t in metadata.sorted_tables} | {"alembic_version"}
+    assert tables == FIRST_RELEASE_TABLES | {"alembic_version"}
     assert "ix_users_active" not in user_indexes and "ix_users_last_login" not in user_indexes
     assert user_indexes["ix_users_role"]["column_names"] == ["role"]
 
@@ -129,6 +139,28 @@ async def test_an_unversioned_database_with_the_sort_indexes_is_stamped_0002_and
     await scratch.create_schema()
     assert await snapshot(scratch) == before
     await assert_like_a_fresh_install(scratch, db)
+
+
+@pytest.mark.parametrize("key", ["", "an audit key of at least thirty-two characters"])
+async def test_upgrading_seals_the_existing_events_into_a_chain_in_id_order(scratch_url, key):
+    """Revision 0004 starts the hash chain at the first existing event (with AUDIT_HMAC_KEY
+    when the app has one) and stores each user target's name."""
+    database = Database(scratch_url, audit_key=key)
+    try:
+        await database.migrate("0003")
+        await add_data(database)
+        await database.create_schema()
+        async with database.read() as conn:
+            events = (await conn.execute(sa.select(audit_events).order_by(audit_events.c.id))).all()
+        assert [e.chain_position for e in events] == [1, 2]
+        assert [e.target_name for e in events] == ["user3", ""]
+        verdict = await audit_trail.verify(database)
+        assert verdict.intact and verdict.checked == 2
+        assert verdict.head_hash == events[-1].chain_hash
+        async with database.read() as conn:
+            assert (await audit_trail.chain_head(conn)).scheme == audit_trail.scheme(key)
+    finally:
+        await database.dispose()
 
 
 async def test_migrating_again_changes_nothing(scratch, db):

@@ -30,7 +30,7 @@ def create_app(config: Config | None = None) -> Quart:
     )
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
-    app.db = Database(config.database_url)
+    app.db = Database(config.database_url, audit_key=config.audit_hmac_key)
     QuartAuth(app)
 
     from .accounts import auth, maintenance, profile, refusals, sessions

@@ -33,7 +33,8 @@ async def index():
         page = await load_page(conn, view)
         subject = await accounts.get_user(conn, int(view.target_id)) \
             if view.target_type == "user" and view.target_id else None
-    body, status = await render("audit/index.html", view=view, page=page, subject=subject,
+        chain = await audit.chain_head(conn) if g.user.role == "Admin" else None
+    body, status = await render("audit/index.html", view=view, page=page, subject=subject, chain=chain,
                                 actions=ACTIONS, target_types=TARGET_TYPES)
     if request.headers.get("HX-Trigger") == "audit-filters":
         return body, status, {"HX-Replace-Url": view.url()}

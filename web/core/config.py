@@ -55,6 +55,8 @@ class Config:
     bench: bool = False
     # Only requests from these proxies may say, in forwarded headers, who the client is.
     trusted_proxies: tuple[Network, ...] = ()
+    # With a key the audit chain is an HMAC: rebuilding it after tampering needs the key too.
+    audit_hmac_key: str = ""
     # Login throttling: after `free` failures within `window` seconds, back off.
     throttle_free_failures: int = 5
     throttle_window: int = 15 * 60
@@ -80,6 +82,9 @@ class Config:
             secret = _development_secret(instance)
         elif len(secret) < 32:
             raise ConfigError("SECRET_KEY must be at least 32 characters long")
+        audit_key = environ.get("AUDIT_HMAC_KEY", "").strip()
+        if audit_key and len(audit_key) < 32:
+            raise ConfigError("AUDIT_HMAC_KEY must be at least 32 characters long (or unset)")
         url = environ.get("DATABASE_URL", "").strip()
         if not url:
             instance.mkdir(parents=True, exist_ok=True)
@@ -99,4 +104,5 @@ class Config:
             registration_open=_flag(environ.get("REGISTRATION_OPEN"), True),
             bench=_flag(environ.get("GATEHOUSE_BENCH"), False),
             trusted_proxies=trusted_networks(environ.get("TRUSTED_PROXIES")),
+            audit_hmac_key=audit_key,
         )

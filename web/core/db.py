@@ -24,6 +24,16 @@ ROLE_DESCRIPTIONS = {
 }
 
 
+BEFORE_COMMIT = "gatehouse.before_commit"
+
+
+def before_commit(conn, step) -> list:
+    """A list, kept with this write transaction, that `await step(db, conn, items)` gets as
+    the transaction's last statements, just before it commits (and nobody gets on rollback).
+    So a step can take a lock that only needs holding for the commit (the audit chain's head)."""
+    return conn.info.setdefault(BEFORE_COMMIT, {}).setdefault(step, [])
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -60,8 +70,10 @@ class Database:
     # may be stale (recent.py reuses an answer only while this has not moved).
     writes = 0
 
-    def __init__(self, url: str, **engine_args):
+    def __init__(self, url: str, *, audit_key: str = "", **engine_args):
         self.url = url
+        # AUDIT_HMAC_KEY: the audit trail's chain is then an HMAC (audit_trail.py).
+        self.audit_key = audit_key
         if url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:"):
             # One writer at a time and two or so cores: more connections only add a page
             # cache each (~2 MB when warm) and contention, not throughput (docs/PERFORMANCE.md).
@@ -90,8 +102,13 @@ class Database:
             try:
                 async with self.engine.connect() as conn:
                     await conn.execution_options(write=True)
-                    async with conn.begin():
-                        yield conn
+                    try:
+                        async with conn.begin():
+                            yield conn
+                            for step, items in conn.info.get(BEFORE_COMMIT, {}).items():
+                                await step(self, conn, items)
+                    finally:
+                        conn.info.pop(BEFORE_COMMIT, None)  # the connection goes back to the pool
             finally:
                 Database.writes += 1
 
@@ -110,7 +127,7 @@ class Database:
         async with self.write() as conn:
             if not self.is_sqlite:
                 await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7273620)")  # any fixed key
-            await conn.run_sync(_upgrade, revision)
+            await conn.run_sync(_upgrade, revision, self.audit_key)
 
     async def revision(self) -> str | None:
         """The schema revision the database is at (None before any migration)."""
@@ -135,10 +152,11 @@ def alembic_config(connection=None):
     return config
 
 
-def _upgrade(sync_conn, revision: str) -> None:
+def _upgrade(sync_conn, revision: str, audit_key: str = "") -> None:
     from alembic import command
     from alembic.migration import MigrationContext
     config = alembic_config(sync_conn)
+    config.attributes["audit_key"] = audit_key  # migration 0004 seals the existing events with it
     if MigrationContext.configure(sync_conn).get_current_revision() is None:
         tables = inspect(sync_conn).get_table_names()
         if "users" in tables:

@@ -87,14 +87,42 @@ audit_events = Table(
     Column("action", String(32), nullable=False),
     Column("target_type", String(32), nullable=False),
     Column("target_id", Integer),
+    # The target user's username when the event was written: readable after a rename or purge.
+    Column("target_name", String(USERNAME_MAX), nullable=False, server_default=""),
     Column("changes", JSON),
     Column("ip", String(45), nullable=False, server_default=""),
+    # The hash chain (audit_trail.py, docs/AUDIT.md): the event's place in the chain and the
+    # hash of its fields with the previous event's hash, both set when its transaction commits.
+    Column("chain_position", BigInteger),
+    Column("chain_hash", String(64)),
 )
 Index("ix_audit_events_occurred_at", audit_events.c.occurred_at, audit_events.c.id)
 Index("ix_audit_events_actor", audit_events.c.actor_id, audit_events.c.occurred_at)
 Index("ix_audit_events_target", audit_events.c.target_type, audit_events.c.target_id,
       audit_events.c.occurred_at)
 Index("ix_audit_events_action", audit_events.c.action, audit_events.c.occurred_at)
+# The chain's order (audit-verify walks it, audit-prune cuts a prefix of it); unique, so two
+# events can never share a place.
+Index("uq_audit_events_chain_position", audit_events.c.chain_position, unique=True)
+
+# One row: the chain's head, which every write that records an event locks last thing before
+# it commits, and the checkpoint audit-prune leaves (the last pruned event's place and hash).
+audit_chain = Table(
+    "audit_chain", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    # Which serialisation and digest sealed the head: plain SHA-256, or HMAC with AUDIT_HMAC_KEY.
+    Column("scheme", String(40), nullable=False, server_default=""),
+    Column("position", BigInteger, nullable=False, server_default=text("0")),
+    Column("chain_hash", String(64), nullable=False, server_default=""),
+    Column("sealed_at", DateTime),
+    Column("checkpoint_position", BigInteger, nullable=False, server_default=text("0")),
+    Column("checkpoint_hash", String(64), nullable=False, server_default=""),
+    # The last audit-verify run: up to which place it found the chain intact, or its problem.
+    Column("verified_at", DateTime),
+    Column("verified_position", BigInteger),
+    Column("verified_problem", String(300), nullable=False, server_default=""),
+    CheckConstraint("id = 1", name="one_row"),
+)
 
 login_throttle = Table(
     "login_throttle", metadata,
