@@ -55,11 +55,17 @@ async def purge(db, config, now: datetime | None = None, batch: int = BATCH) -> 
     return removed
 
 
-async def purge_forever(db, config, logger) -> None:
+async def purge_forever(db, config, logger, stopping: asyncio.Event) -> None:
     """The worker's task: wait between half and one and a half EVERY_SECONDS, so that workers
-    started together do not purge together, then purge; again and again."""
+    started together do not purge together, then purge; until `stopping` is set. It is never
+    cancelled in the middle of a purge: a transaction cut off by a cancellation cannot be
+    rolled back cleanly by the database driver."""
     while True:
-        await asyncio.sleep(EVERY_SECONDS * random.uniform(0.5, 1.5))
+        try:
+            await asyncio.wait_for(stopping.wait(), EVERY_SECONDS * random.uniform(0.5, 1.5))
+            return
+        except TimeoutError:
+            pass
         try:
             await purge(db, config)
         except Exception:  # a database that is briefly away must not end the task for good
@@ -67,15 +73,15 @@ async def purge_forever(db, config, logger) -> None:
 
 
 def init_app(app) -> None:
+    stopping = asyncio.Event()
+
     @app.before_serving
     async def start_purging():
+        stopping.clear()
         app.purging = asyncio.get_running_loop().create_task(
-            purge_forever(app.db, app.config["GATEHOUSE"], app.logger), name="purge-expired")
+            purge_forever(app.db, app.config["GATEHOUSE"], app.logger, stopping), name="purge-expired")
 
     @app.after_serving
     async def stop_purging():
-        app.purging.cancel()
-        try:
-            await app.purging
-        except asyncio.CancelledError:
-            pass
+        stopping.set()
+        await app.purging  # a purge under way ends first: its batches are short
