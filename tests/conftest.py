@@ -199,10 +199,10 @@ def hypercorn(database_url: str, log_dir: Path, workers: int = 1, **env_extra: s
             [sys.executable, "-m", "hypercorn", "--bind", "127.0.0.1:0", "--workers", str(workers),
              "web.asgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield wait_until_up(process, log_path)
+        yield wait_until_up(process, log_path, timeout=60)
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        process.terminate()  # the master stops its workers gracefully
+        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ the hashes without the key is still found; pruning leaves a chain that verifies;
 writers on two Hypercorn workers over PostgreSQL leave one chain with no gap."""
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from datetime import timedelta
@@ -13,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import delete, insert, select, update
 
-from conftest import ROOT, SECRET, csrf_from, wait_until_up
+from conftest import ROOT, SECRET, csrf_from, hypercorn
 from helpers import event_row, execute, insert_events, rows, run_cli, scalar, signed_in, text
 from web.core import audit_trail as audit
 from web.core.db import Database, utcnow
@@ -295,18 +294,8 @@ def two_workers_behind_a_proxy(database_url, db, tmp_path):
     X-Forwarded-For which client it is, so the throttles count them apart."""
     if db.is_sqlite:
         pytest.skip("several workers need PostgreSQL (README)")
-    log_path = tmp_path / "server.log"
-    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET, "GATEHOUSE_ENV": "development",
-           "TRUSTED_PROXIES": "127.0.0.1"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--workers", "2", "--bind", "127.0.0.1:0", "web.asgi:app"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield wait_until_up(process, log_path, timeout=60)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+    with hypercorn(database_url, tmp_path, workers=2, TRUSTED_PROXIES="127.0.0.1") as url:
+        yield url
 
 
 async def failed_login(base_url: str, n: int) -> int:

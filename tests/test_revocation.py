@@ -2,16 +2,12 @@
 account that loses rights loses its sessions for good (reactivating or promoting it again
 revives none), and a password change gives this browser a new session token."""
 import asyncio
-import os
 import re
-import signal
-import subprocess
-import sys
 
 import httpx
 import pytest
 
-from conftest import PASSWORD, ROOT, SECRET, csrf_from, wait_until_up
+from conftest import PASSWORD, csrf_from
 from helpers import (
     AUTH_COOKIE, cookie_value, is_login_redirect, open_session, post, send, session_rows,
     set_auth_cookie, set_cookie_line, signed_in, text, user_row,
@@ -22,22 +18,6 @@ REPLAYS = 100
 
 
 # ---- across workers: a live server with two Hypercorn workers ---------------------------
-
-@pytest.fixture
-def two_workers(database_url, db, tmp_path):
-    """Hypercorn with two worker processes on the test database, on a port of its choosing."""
-    log_path = tmp_path / "server.log"
-    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET, "GATEHOUSE_ENV": "development"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--workers", "2", "--bind", "127.0.0.1:0", "web.asgi:app"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield wait_until_up(process, log_path, timeout=60)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-
 
 def fresh_connections(base_url: str) -> httpx.AsyncClient:
     """A client that opens a new connection per request, so that requests spread over the
@@ -95,17 +75,17 @@ async def ready_to_log_out(browser: httpx.AsyncClient):
 
 @pytest.mark.parametrize("how", ["ended-from-another-login", "logged-out"])
 async def test_an_ended_session_is_refused_by_every_worker_at_the_next_request(
-        two_workers, make_user, how):
+        workers_server, make_user, how):
     await make_user(username="alice")
-    async with httpx.AsyncClient(base_url=two_workers, timeout=30) as browser, \
-            httpx.AsyncClient(base_url=two_workers, timeout=30) as other:
+    async with httpx.AsyncClient(base_url=workers_server, timeout=30) as browser, \
+            httpx.AsyncClient(base_url=workers_server, timeout=30) as other:
         cookie = await log_in_through_the_form(browser, "alice")
         end = await (ready_to_log_out(browser) if how == "logged-out"
                      else ready_to_end_from_another_login(other, "alice"))
-        await warm_up(two_workers, cookie)
+        await warm_up(workers_server, cookie)
         await end()
 
-    answers = await dashboard_with(two_workers, cookie)
+    answers = await dashboard_with(workers_server, cookie)
 
     accepted = [i for i, a in enumerate(answers) if a.status_code == 200]
     assert accepted == [], f"{len(accepted)} of {REPLAYS} requests were served after the session ended"
