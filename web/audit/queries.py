@@ -14,7 +14,8 @@ from ..core.tables import audit_events, users
 
 PAGE_SIZE = 50
 ACTIONS = ("create", "update", "delete", "restore", "register", "login", "login_failed", "logout",
-           "password_change", "password_failed", "session_end", "unlock", "refused", "export", "prune", "purge")
+           "password_change", "password_failed", "session_end", "unlock", "refused", "export", "prune", "purge",
+           "mail_failed")
 CHANGES = ("create", "update", "delete", "restore")
 TARGET_TYPES = ("user", "audit")
 
@@ -77,9 +78,7 @@ class AuditFilter:
             target_id=target_id if target_id.isascii() and target_id.isdigit() and len(target_id) < 10 else "",
             since=args.get("since", "")[:19] if parse_when(args.get("since", "")[:19]) else "",
             until=args.get("until", "")[:19] if parse_when(args.get("until", "")[:19]) else "",
-            after=args.get("after", "")[:200],
-            before=args.get("before", "")[:200] if not args.get("after") else "",
-            page=keyset.page_number(args),
+            **keyset.position(args, 200),
         )
 
     def params(self, **changes) -> list[tuple[str, str]]:

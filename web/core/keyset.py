@@ -25,6 +25,14 @@ def decode_cursor(token: str, parse=str):
     return value, row_id
 
 
+def position(args, longest: int) -> dict:
+    """Where in a keyset-paged list a link points: the cursor it pages from (`after`, or
+    `before` going back; tokens longer than `longest` are none of ours) and its page number."""
+    after = args.get("after", "")[:longest]
+    return {"after": after, "before": "" if after else args.get("before", "")[:longest],
+            "page": page_number(args)}
+
+
 def page_number(args) -> int:
     """The page number a link carries: shown to people, never used to find rows."""
     try:

@@ -62,9 +62,7 @@ class TableState:
             active=active if active in STATUSES else "",
             sort=sort if sort in SORTS else "username",
             dir="desc" if args.get("dir") == "desc" else "asc",
-            after=args.get("after", "")[:500],
-            before=args.get("before", "")[:500] if not args.get("after") else "",
-            page=keyset.page_number(args),
+            **keyset.position(args, 500),
         )
 
     def query_string(self, **changes) -> str:
