@@ -13,9 +13,11 @@
     python run.py audit-verify [--expect-head HASH]
     python run.py users-purge --older-than 30d
     python run.py purge-expired        expired sessions and throttle counts (workers do it too)
+    python run.py mail-send            send the mail due in the outbox, once (workers do it too)
+    python run.py mail-test --to ADDRESS
 
 Settings come from the environment: DATABASE_URL, SECRET_KEY, GATEHOUSE_ENV, HOST, PORT,
-REGISTRATION_OPEN, AUDIT_HMAC_KEY. See README.md.
+REGISTRATION_OPEN, AUDIT_HMAC_KEY, MAIL_URL, MAIL_FROM, BASE_URL. See README.md.
 """
 import argparse
 import asyncio
@@ -104,9 +106,17 @@ def cmd_serve(config: Config, args) -> int:
     host = args.host or config.host
     port = config.port if args.port is None else args.port
     print(f"Serving Gatehouse on http://{host}:{port} ({args.workers} worker(s))", file=sys.stderr)
+    print(mail_hint(config), file=sys.stderr)
     command = [sys.executable, "-m", "hypercorn", "--bind", f"{host}:{port}",
                "--workers", str(args.workers), "--graceful-timeout", "10", "web.asgi:app"]
     os.execv(sys.executable, command)
+
+
+def mail_hint(config: Config) -> str:
+    if config.mail_server is None:
+        return (f"Mail: MAIL_URL is not set, so nothing is sent; messages wait in the outbox, "
+                f"readable by Admins at {config.base_url}/mail")
+    return f"Mail: sent through {config.mail_server.host}:{config.mail_server.port} from {config.mail_from}"
 
 
 def cmd_init_db(config: Config, args) -> int:
@@ -219,6 +229,40 @@ def cmd_purge_expired(config: Config, args) -> int:
     return 0
 
 
+def report_drained(done) -> None:
+    print(f"Mail: {done.sent} sent, {done.retry} to retry later, {done.failed} given up.", file=sys.stderr)
+    for error in done.errors:
+        print(f"  {error}", file=sys.stderr)
+
+
+def cmd_mail_send(config: Config, args) -> int:
+    from web.mail import sender
+    if config.mail_server is None:
+        print("MAIL_URL is not set: messages stay in the outbox (Admins read them at /mail).", file=sys.stderr)
+        return 2
+    done = on_database(config, lambda db: sender.drain(db, config))
+    report_drained(done)
+    return 1 if done.failed else 0
+
+
+def cmd_mail_test(config: Config, args) -> int:
+    from web.mail import outbox, sender
+    from web.mail.messages import compose
+
+    async def send_test(db):
+        message = compose(config, "test", to=args.to, subject="Test message")
+        async with db.write() as conn:
+            await outbox.enqueue(conn, message)
+        return message, (await sender.drain(db, config) if config.mail_server else None)
+    message, done = on_database(config, send_test)
+    if done is None:
+        print(f"Queued {message.message_id} to {args.to}; MAIL_URL is not set, so it stays in the outbox "
+              f"(Admins read it at {config.base_url}/mail).", file=sys.stderr)
+        return 0
+    report_drained(done)
+    return 0 if done.sent else 1
+
+
 def cmd_backup(config: Config, args) -> int:
     from web.core.backup import BackupError, backup, sqlite_file
     try:
@@ -273,6 +317,12 @@ def parser() -> argparse.ArgumentParser:
     command("schema", "Print the schema as SQL (what schema.sql holds).").set_defaults(run=cmd_schema)
     command("purge-expired", "Delete sessions past their lifetime and throttle counts past their window "
             "(every worker also does this about every 10 minutes).").set_defaults(run=cmd_purge_expired)
+    command("mail-send", "Send the mail due in the outbox, once, and exit (for cron; every worker "
+            "also sends). Exit 1 if a message was given up.").set_defaults(run=cmd_mail_send)
+    mail_test = command("mail-test", "Send a test message through MAIL_URL (without it, the message "
+                        "stays in the outbox).")
+    mail_test.add_argument("--to", required=True, metavar="ADDRESS")
+    mail_test.set_defaults(run=cmd_mail_test)
     backup = command("backup", "Copy the SQLite database to PATH while the server runs (consistent, checked); "
                      "for PostgreSQL use pg_dump.")
     backup.add_argument("path", type=Path, metavar="PATH")

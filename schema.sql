@@ -52,6 +52,29 @@ CREATE TABLE login_throttle (
 	CONSTRAINT pk_login_throttle PRIMARY KEY ("key")
 );
 
+CREATE TABLE outbox (
+	id INTEGER NOT NULL,
+	message_id VARCHAR(255) NOT NULL,
+	kind VARCHAR(32) NOT NULL,
+	recipient VARCHAR(254) NOT NULL,
+	subject VARCHAR(255) NOT NULL,
+	text_body TEXT NOT NULL,
+	html_body TEXT NOT NULL,
+	secrets JSON,
+	created_at DATETIME NOT NULL,
+	due_at DATETIME NOT NULL,
+	attempts INTEGER DEFAULT 0 NOT NULL,
+	last_error VARCHAR(500) DEFAULT '' NOT NULL,
+	claimed_until DATETIME,
+	sent_at DATETIME,
+	failed_at DATETIME,
+	CONSTRAINT pk_outbox PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_outbox_due_at ON outbox (due_at) WHERE sent_at IS NULL AND failed_at IS NULL;
+
+CREATE UNIQUE INDEX uq_outbox_message_id ON outbox (message_id);
+
 CREATE TABLE roles (
 	name VARCHAR(20) NOT NULL,
 	description VARCHAR(200) NOT NULL,
@@ -156,6 +179,29 @@ CREATE TABLE login_throttle (
 	locked_until TIMESTAMP WITHOUT TIME ZONE,
 	CONSTRAINT pk_login_throttle PRIMARY KEY (key)
 );
+
+CREATE TABLE outbox (
+	id BIGSERIAL NOT NULL,
+	message_id VARCHAR(255) NOT NULL,
+	kind VARCHAR(32) NOT NULL,
+	recipient VARCHAR(254) NOT NULL,
+	subject VARCHAR(255) NOT NULL,
+	text_body TEXT NOT NULL,
+	html_body TEXT NOT NULL,
+	secrets JSON,
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	due_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	attempts INTEGER DEFAULT 0 NOT NULL,
+	last_error VARCHAR(500) DEFAULT '' NOT NULL,
+	claimed_until TIMESTAMP WITHOUT TIME ZONE,
+	sent_at TIMESTAMP WITHOUT TIME ZONE,
+	failed_at TIMESTAMP WITHOUT TIME ZONE,
+	CONSTRAINT pk_outbox PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_outbox_due_at ON outbox (due_at) WHERE sent_at IS NULL AND failed_at IS NULL;
+
+CREATE UNIQUE INDEX uq_outbox_message_id ON outbox (message_id);
 
 CREATE TABLE roles (
 	name VARCHAR(20) NOT NULL,

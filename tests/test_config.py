@@ -97,7 +97,8 @@ def test_unknown_gatehouse_env_is_refused(tmp_path, value):
 
 
 def test_gatehouse_env_is_case_insensitive(tmp_path):
-    assert from_env(tmp_path, SECRET_KEY=GOOD_SECRET, GATEHOUSE_ENV="Production").production
+    assert from_env(tmp_path, SECRET_KEY=GOOD_SECRET, GATEHOUSE_ENV="Production", MAIL_URL="smtps://mail.example.com",
+                    BASE_URL="https://accounts.example.com").production
 
 
 def test_default_database_is_a_sqlite_file_inside_the_instance_folder(tmp_path):

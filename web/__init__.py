@@ -37,6 +37,7 @@ def create_app(config: Config | None = None) -> Quart:
     from .audit import routes as audit_log
     from .core import access, compress, context, errors, formatting, health, pages, render, security
     from .dashboard import routes as dashboard
+    from .mail import routes as mail, sender as mail_sender
     from .users import routes as users, sessions as user_sessions
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
     security.init_app(app)
@@ -55,6 +56,8 @@ def create_app(config: Config | None = None) -> Quart:
         app.register_blueprint(bench.bp)
 
     maintenance.init_app(app)
+    mail.init_app(app)
+    mail_sender.init_app(app)
 
     @app.after_serving
     async def close_database():

@@ -3,7 +3,9 @@ import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCE = ROOT / "instance"
@@ -45,6 +47,82 @@ def trusted_networks(value: str | None) -> tuple[Network, ...]:
 
 
 @dataclass(frozen=True)
+class MailServer:
+    """Where and how the outbox's sender delivers: MAIL_URL, parsed."""
+    host: str
+    port: int
+    username: str = ""
+    password: str = ""
+    use_tls: bool = False  # smtps://: TLS from the first byte
+    # smtp://...?starttls=1: refuse a server without STARTTLS; 0: never; unset: if offered.
+    start_tls: bool | None = None
+
+    def __repr__(self) -> str:  # never the password, in a log or a traceback
+        scheme = "smtps" if self.use_tls else "smtp"
+        return f"MailServer({scheme}://{self.host}:{self.port}, user={self.username!r})"
+
+
+MAIL_URL_EXAMPLE = "smtp://user:password@mail.example.com:587?starttls=1 or smtps://user:password@mail.example.com"
+DEVELOPMENT_BASE_URL = "http://localhost:8000"
+
+
+def mail_server(value: str, production: bool) -> MailServer:
+    """MAIL_URL: smtp://[user:password@]host[:port][?starttls=0|1] or smtps://... (implicit TLS)."""
+    def refuse(problem: str):
+        raise ConfigError(f"MAIL_URL {problem}; use a URL such as {MAIL_URL_EXAMPLE}")
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError as error:
+        refuse(f"is not a valid URL ({error})")
+    if url.scheme not in {"smtp", "smtps"}:
+        refuse(f"must start with smtp:// or smtps://, not {url.scheme or '(nothing)'}://")
+    if not url.hostname:
+        refuse("names no host")
+    options = dict(parse_qsl(url.query, keep_blank_values=True))
+    if set(options) - {"starttls"}:
+        refuse(f"has unknown options {sorted(set(options) - {'starttls'})}; only starttls=0 or 1 is understood")
+    if options.get("starttls", "0") not in {"0", "1"}:
+        refuse(f"says starttls={options['starttls']!r}; write starttls=1 or starttls=0")
+    use_tls = url.scheme == "smtps"
+    start_tls = {"1": True, "0": False}.get(options.get("starttls"))
+    if use_tls and start_tls:
+        refuse("asks for both smtps:// (TLS from the start) and starttls=1; choose one")
+    username, password = unquote(url.username or ""), unquote(url.password or "")
+    if production and username and not use_tls and not start_tls:
+        refuse("would send its password before TLS is certain: in production use smtps:// or starttls=1")
+    return MailServer(host=url.hostname, port=port or (465 if use_tls else 587 if start_tls else 25),
+                      username=username, password=password, use_tls=use_tls, start_tls=start_tls)
+
+
+def base_url(value: str, production: bool) -> str:
+    """BASE_URL: where people reach the app (links in mail point there); scheme and host, and
+    maybe a path, without a trailing slash. Never taken from a request's Host header."""
+    if not value:
+        if production:
+            raise ConfigError("BASE_URL must be set in production (GATEHOUSE_ENV=production), "
+                              "such as https://accounts.example.com: links in mail are built from it")
+        return DEVELOPMENT_BASE_URL
+    url = urlsplit(value)
+    if url.scheme not in {"http", "https"} or not url.hostname or url.query or url.fragment or url.username:
+        raise ConfigError(f"BASE_URL must be an address such as https://accounts.example.com "
+                          f"(a scheme and a host, no query), not {value!r}")
+    if production and url.scheme != "https":
+        raise ConfigError(f"BASE_URL must use https in production, not {value!r}")
+    return value.rstrip("/")
+
+
+def mail_from(value: str, base: str) -> str:
+    """MAIL_FROM: the From address; by default noreply at BASE_URL's host."""
+    if not value:
+        return f"Gatehouse <noreply@{urlsplit(base).hostname}>"
+    _, address = parseaddr(value)
+    if "@" not in address or "\n" in value or "\r" in value:
+        raise ConfigError(f"MAIL_FROM must be an address such as 'Gatehouse <noreply@example.com>', not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str
     secret_key: str
@@ -57,6 +135,10 @@ class Config:
     trusted_proxies: tuple[Network, ...] = ()
     # With a key the audit chain is an HMAC: rebuilding it after tampering needs the key too.
     audit_hmac_key: str = ""
+    # Outgoing mail: without a server (development only) messages stay in the outbox (/mail).
+    mail_server: MailServer | None = None
+    mail_from: str = "Gatehouse <noreply@localhost>"
+    base_url: str = DEVELOPMENT_BASE_URL
     # Login throttling: after `free` failures within `window` seconds, back off.
     throttle_free_failures: int = 5
     throttle_window: int = 15 * 60
@@ -95,6 +177,12 @@ class Config:
             raise ConfigError(f"PORT must be a number, not {environ.get('PORT')!r}") from None
         if not 1 <= port <= 65535:
             raise ConfigError(f"PORT must be between 1 and 65535, not {port}")
+        production = env == "production"
+        mail_url = environ.get("MAIL_URL", "").strip()
+        if not mail_url and production:
+            raise ConfigError(f"MAIL_URL must be set in production (GATEHOUSE_ENV=production), "
+                              f"such as {MAIL_URL_EXAMPLE}")
+        base = base_url(environ.get("BASE_URL", "").strip(), production)
         return cls(
             database_url=url,
             secret_key=secret,
@@ -105,4 +193,7 @@ class Config:
             bench=_flag(environ.get("GATEHOUSE_BENCH"), False),
             trusted_proxies=trusted_networks(environ.get("TRUSTED_PROXIES")),
             audit_hmac_key=audit_key,
+            mail_server=mail_server(mail_url, production) if mail_url else None,
+            mail_from=mail_from(environ.get("MAIL_FROM", "").strip(), base),
+            base_url=base,
         )

@@ -6,7 +6,7 @@ Timestamps are stored in UTC without a zone, the same way on SQLite and PostgreS
 """
 from sqlalchemy import (
     JSON, BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index,
-    Integer, MetaData, String, Table, func, text,
+    Integer, MetaData, String, Table, Text, and_, func, text,
 )
 
 ROLES = ("Admin", "Manager", "Customer")
@@ -132,3 +132,31 @@ login_throttle = Table(
     Column("window_start", DateTime, nullable=False),
     Column("locked_until", DateTime),
 )
+
+# Mail waiting to be sent, written in the transaction of the change that causes it
+# (web/mail/, docs/MAIL.md); a sender claims a due row for a while (claimed_until), sends it
+# with no transaction open, then marks it sent, to retry at due_at, or failed.
+outbox = Table(
+    "outbox", metadata,
+    Column("id", BigId, primary_key=True),
+    # The Message-ID header, the same at every attempt: a resend after a crash is recognisable.
+    Column("message_id", String(255), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("recipient", String(EMAIL_MAX), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("text_body", Text, nullable=False),
+    Column("html_body", Text, nullable=False),
+    # Substrings of the bodies (tokens in links) blanked once the message is sent or given up.
+    Column("secrets", JSON),
+    Column("created_at", DateTime, nullable=False),
+    Column("due_at", DateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", String(500), nullable=False, server_default=""),
+    Column("claimed_until", DateTime),
+    Column("sent_at", DateTime),
+    Column("failed_at", DateTime),
+)
+Index("uq_outbox_message_id", outbox.c.message_id, unique=True)
+# Only the messages still to send (few): what a sender looks for, soonest due first.
+UNFINISHED = and_(outbox.c.sent_at.is_(None), outbox.c.failed_at.is_(None))
+Index("ix_outbox_due_at", outbox.c.due_at, sqlite_where=UNFINISHED, postgresql_where=UNFINISHED)
