@@ -177,6 +177,7 @@
     else if (key === "End") focusRow(rows()[rows().length - 1]);
     else if (key === "Enter" || key === "F2") click("[data-action=edit]", row);
     else if (key === "h") click("[data-action=history]", row);
+    else if (key === "r") handled = click("[data-action=revert]", row);
     else if (key === "Delete") openDelete(row);
     else if (key === "x" || key === "X" || key === " ") toggleSelection(row, event.shiftKey);
     else handled = false;

@@ -77,6 +77,11 @@ EXPECTED = {
     # The audit log: read-only, for staff.
     ("GET", "/audit"): staff(200),
     ("GET", "/audit.csv"): staff(200),
+    # One event, and reverting it: whether this viewer may revert this event is decided on the
+    # event and its user (tests/test_revert.py).
+    ("GET", "/audit/<int:event_id>"): staff(ALLOWED),
+    ("GET", "/audit/<int:event_id>/revert"): staff(ALLOWED),
+    ("POST", "/audit/<int:event_id>/revert"): staff(ALLOWED),
     # The outbox (development): Admins only; production answers 404.
     ("GET", "/mail"): admins(200),
 }

@@ -184,3 +184,14 @@ async def recent_by_actor(conn, user_id: int, limit: int):
     query = (select(audit_events).where(audit_events.c.actor_id == user_id)
              .order_by(audit_events.c.occurred_at.desc(), audit_events.c.id.desc()).limit(limit))
     return (await conn.execute(query)).all()
+
+
+async def get_event(conn, event_id: int):
+    return (await conn.execute(select(audit_events).where(audit_events.c.id == event_id))).first()
+
+
+async def users_by_id(conn, ids) -> dict:
+    """What a revert needs to know of each of these users that still exists, by id."""
+    query = select(users.c.id, users.c.username, users.c.email, users.c.role, users.c.active, users.c.version,
+                   users.c.deleted_at, users.c.created_at).where(users.c.id.in_(list(ids)))
+    return {row.id: row for row in (await conn.execute(query)).all()}

@@ -110,16 +110,17 @@ async def edit(user_id: int):
     return await table_page(editing=state)
 
 
-async def posted_values(current) -> tuple[dict, dict]:
-    """The editable fields the form sent (others keep their value), and their problems."""
+async def posted_values(current) -> dict:
+    """The editable fields the form sent; the others are not read (a Manager posting `role`
+    changes nothing)."""
     form = await request.form
-    fields = EDITABLE[g.user.role]
-    values = row_values(current)
-    for name in fields:
-        if name == "active":
-            values["active"] = form.get("active") == "1"
-        else:
-            values[name] = form.get(name, "").strip()
+    return {name: form.get("active") == "1" if name == "active" else form.get(name, "").strip()
+            for name in EDITABLE[g.user.role]}
+
+
+async def checked_values(current, wanted: dict) -> tuple[dict, dict]:
+    """`current`'s values with `wanted` applied (the email normalised), and their problems."""
+    values = {**row_values(current), **wanted}
     errors = {}
     if values["role"] not in ROLES:
         errors["role"] = "Choose one of the roles."
@@ -145,6 +146,56 @@ async def would_remove_last_admin(conn, target_id: int, becomes_admin: bool) -> 
     return admins == [target_id] and not becomes_admin
 
 
+def may_change(target_role: str, fields) -> bool:
+    """Whether the signed-in person may change these fields of a user with this role: Admins
+    anything; Managers Customers only, and never a role."""
+    return may_edit(target_role) and set(fields) <= set(EDITABLE[g.user.role])
+
+
+def reverting(event_id: int | None) -> dict:
+    """What a change's audit event adds when it reverts an earlier event: a link to it."""
+    return {"reverts": [None, event_id]} if event_id else {}
+
+
+@dataclass
+class Edit:
+    """An edit of one user as decided: the values asked for (checked, normalised), what they
+    change, the problems that stopped it, and the row afterwards (None when someone else saved
+    first)."""
+    values: dict
+    changes: dict
+    errors: dict
+    saved: object | None
+
+
+async def edit_user(current, version: int, wanted: dict, reverts: int | None = None) -> Edit:
+    """The one way the web changes a user's username, email, role or active flag: the inline
+    save and a revert from the audit log. `wanted` is written only if the row is still at
+    `version` and the last active Admin stays one; a change that takes rights away ends the
+    user's sessions; the audit event (linking the event a revert undoes) is written in the same
+    transaction."""
+    values, errors = await checked_values(current, wanted)
+    changes = audit.diff(row_values(current), values)
+    if not may_change(current.role, changes):
+        abort(403, "Managers change Customers only, and never roles.")
+    saved = current
+    if not errors and changes:
+        async with current_app.db.write() as conn:
+            if current.role == "Admin" and await would_remove_last_admin(
+                    conn, current.id, values["role"] == "Admin" and values["active"]):
+                errors["role" if values["role"] != "Admin" else "active"] = LAST_ADMIN
+            else:
+                try:
+                    saved = await accounts.update_if_current(conn, current.id, version, values)
+                except IntegrityError:
+                    saved, errors["username"] = None, "This username or email was just taken."
+                if saved:
+                    await end_sessions_if_revoked(conn, current.id, changes)
+                    await audit.record(conn, "update", "user", current.id, actor=g.user, ip=client_ip(),
+                                       changes={**changes, **reverting(reverts)})
+    return Edit(values, changes, errors, saved)
+
+
 @bp.post("/users/<int:user_id>")
 @staff
 async def save(user_id: int):
@@ -152,33 +203,18 @@ async def save(user_id: int):
     form = await request.form
     version = parse_version(form.get("version", ""))
     view = view_from_back(form.get("back", ""))
-    values, errors = await posted_values(current)
-    changes = audit.diff(row_values(current), values)
-    state = {"u": current, "values": values, "errors": errors, "conflict": None, "view": view}
-    saved = current  # the row as it is afterwards
-    if not errors and changes:
-        async with current_app.db.write() as conn:
-            if current.role == "Admin" and await would_remove_last_admin(
-                    conn, user_id, values["role"] == "Admin" and values["active"]):
-                errors["role" if values["role"] != "Admin" else "active"] = LAST_ADMIN
-            else:
-                try:
-                    saved = await accounts.update_if_current(conn, user_id, version, values)
-                except IntegrityError:
-                    saved, errors["username"] = None, "This username or email was just taken."
-                if saved:
-                    await end_sessions_if_revoked(conn, user_id, changes)
-                    await audit.record(conn, "update", "user", user_id, actor=g.user, ip=client_ip(), changes=changes)
-        if not errors and saved is None:
-            return await conflict(user_id, values, view)
-    if errors:
+    edit = await edit_user(current, version, await posted_values(current))
+    if not edit.errors and edit.saved is None:
+        return await conflict(user_id, edit.values, view)
+    if edit.errors:
+        state = {"u": current, "values": edit.values, "errors": edit.errors, "conflict": None, "view": view}
         if is_htmx():
             return await row_fragment("user", 422, editing=True, **state)
         return await table_page(422, view=view, editing=state)
-    await toast(describe_change(values["username"], changes))
+    await toast(describe_change(edit.values["username"], edit.changes))
     if not is_htmx():
         return go(view.url())
-    return await row_fragment("user", u=saved, view=view)
+    return await row_fragment("user", u=edit.saved, view=view)
 
 
 async def conflict(user_id: int, mine: dict, view: TableState):
@@ -196,11 +232,11 @@ async def end_sessions_if_revoked(conn, user_id: int, changes: dict) -> None:
         await sessions.end_all(conn, user_id)
 
 
-def describe_change(username: str, changes: dict) -> str:
+def describe_change(username: str, changes: dict, done: str = "Saved") -> str:
     if not changes:
         return f"No changes to {username}."
     parts = [f"{field} {shown(old)} → {shown(new)}" for field, (old, new) in changes.items()]
-    return f"Saved {username}: " + ", ".join(parts) + "."
+    return f"{done} {username}: " + ", ".join(parts) + "."
 
 
 def shown(value) -> str:
@@ -295,9 +331,9 @@ async def delete(user_id: int):
     return "", 204, {"HX-Trigger": '{"users-changed": {}}'}
 
 
-@bp.post("/users/<int:user_id>/restore")
-@staff
-async def restore(user_id: int):
+async def restore_user(user_id: int, reverts: int | None = None):
+    """Undoes a soft delete (the toast's Undo, or a revert from the audit log), decided on the
+    row locked in the write transaction; returns the user as they were."""
     async with current_app.db.write() as conn:
         user = await accounts.lock_user(conn, user_id)
         if user is None or user.deleted_at is None:
@@ -306,7 +342,14 @@ async def restore(user_id: int):
             abort(403, "Managers restore Customers only.")
         await accounts.restore(conn, user_id)
         await audit.record(conn, "restore", "user", user_id, actor=g.user, ip=client_ip(),
-                           changes={"deleted": [True, False]})
+                           changes={"deleted": [True, False], **reverting(reverts)})
+    return user
+
+
+@bp.post("/users/<int:user_id>/restore")
+@staff
+async def restore(user_id: int):
+    user = await restore_user(user_id)
     await toast(f"Restored {user.username}.")
     if not is_htmx():
         return go("/users")
