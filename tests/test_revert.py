@@ -5,7 +5,7 @@ without JavaScript."""
 import asyncio
 import re
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from helpers import (
     assert_refused, audit_rows, htmx, location, page, rows, send, signed_in, signed_in_as, text, toasts,

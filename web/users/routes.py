@@ -110,7 +110,7 @@ async def edit(user_id: int):
     return await table_page(editing=state)
 
 
-async def posted_values(current) -> dict:
+async def posted_values() -> dict:
     """The editable fields the form sent; the others are not read (a Manager posting `role`
     changes nothing)."""
     form = await request.form
@@ -203,7 +203,7 @@ async def save(user_id: int):
     form = await request.form
     version = parse_version(form.get("version", ""))
     view = view_from_back(form.get("back", ""))
-    edit = await edit_user(current, version, await posted_values(current))
+    edit = await edit_user(current, version, await posted_values())
     if not edit.errors and edit.saved is None:
         return await conflict(user_id, edit.values, view)
     if edit.errors:
