@@ -44,7 +44,8 @@ def snapshot(all_rows) -> dict:
 
 
 async def audit_count(db) -> int:
-    return len(await rows(db, select(audit_events.c.id)))
+    """Events recording a change: a refusal is recorded too ("refused"), and changes nothing."""
+    return len(await rows(db, select(audit_events.c.id).where(audit_events.c.action != "refused")))
 
 
 def edit_url(user_id: int) -> str:
@@ -658,6 +659,7 @@ async def test_a_manager_bulk_on_a_selection_with_staff_changes_nothing(app, db,
         await assert_refused(response, 403)
     assert snapshot(await all_users(db)) == before
     assert await audit_count(db) == 0
+    assert len(await audit_rows(db, "refused")) == 2
 
 
 async def test_a_manager_bulk_deletes_customers_and_ends_their_sessions(app, db, make_user):
