@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 
 from web.core import audit_trail
 from web.core.db import Database, alembic_config, ensure_roles, utcnow
-from web.core.tables import audit_events, metadata, roles, sessions, users
+from web.core.tables import audit_events, roles, sessions, users
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
