@@ -827,3 +827,12 @@ async def test_a_refused_method_names_the_allowed_ones(app, make_user):
     response = await client.post("/audit", headers={"X-CSRF-Token": csrf}, form={"csrf_token": csrf})
     assert response.status_code == 405
     assert {"GET", "HEAD"} <= {m.strip() for m in response.headers.get("Allow", "").split(",")}
+
+
+async def test_every_action_has_a_label_in_the_filter(app, make_user):
+    from web.audit.queries import ACTIONS
+    _, client = await signed_in(app, make_user, "Admin")
+    html = await page(client, "/audit")
+    for action in ACTIONS:
+        option = re.search(rf'<option value="{action}"[^>]*>([^<]*)</option>', html)
+        assert option and option.group(1) != action, action

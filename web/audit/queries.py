@@ -17,7 +17,7 @@ ACTIONS = ("create", "update", "delete", "restore", "register", "login", "login_
            "password_change", "password_failed", "session_end", "unlock", "refused", "export", "prune", "purge",
            "mail_failed")
 CHANGES = ("create", "update", "delete", "restore")
-TARGET_TYPES = ("user", "audit")
+TARGET_TYPES = ("user", "audit", "mail")
 
 
 def parse_when(text: str) -> datetime | None:
