@@ -49,7 +49,7 @@ async def create_admin(db: Database, username: str, email: str, password: str) -
     email, _ = normalise_email(email)  # as registration and the users table store it
     password_hash = await passwords.hash_password(password)
     async with db.write() as conn:
-        user_id = await queries.create_user(conn, username, email, password_hash, "Admin")
+        user_id = await queries.create_user(conn, username, email, password_hash, "Admin", confirmed=True)
         await audit.record(conn, "create", "user", user_id, actor=audit.CLI,
                            changes={"username": [None, username], "email": [None, email], "role": [None, "Admin"]})
     return user_id

@@ -93,6 +93,8 @@ CREATE TABLE users (
 	updated_at DATETIME NOT NULL,
 	last_login_at DATETIME,
 	deleted_at DATETIME,
+	email_confirmed_at DATETIME,
+	invited_at DATETIME,
 	CONSTRAINT pk_users PRIMARY KEY (id),
 	CONSTRAINT ck_users_version_positive CHECK (version >= 1),
 	CONSTRAINT fk_users_role_roles FOREIGN KEY(role) REFERENCES roles (name)
@@ -111,6 +113,22 @@ CREATE INDEX ix_users_role ON users (role, id);
 CREATE UNIQUE INDEX uq_users_email_lower ON users (lower(email));
 
 CREATE UNIQUE INDEX uq_users_username_lower ON users (lower(username));
+
+CREATE TABLE account_tokens (
+	id VARCHAR(64) NOT NULL,
+	user_id INTEGER NOT NULL,
+	purpose VARCHAR(16) NOT NULL,
+	email VARCHAR(254) NOT NULL,
+	password_digest VARCHAR(64) DEFAULT '' NOT NULL,
+	created_at DATETIME NOT NULL,
+	expires_at DATETIME NOT NULL,
+	CONSTRAINT pk_account_tokens PRIMARY KEY (id),
+	CONSTRAINT fk_account_tokens_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_account_tokens_expires_at ON account_tokens (expires_at);
+
+CREATE INDEX ix_account_tokens_user_id ON account_tokens (user_id, purpose);
 
 CREATE TABLE sessions (
 	id VARCHAR(64) NOT NULL,
@@ -221,6 +239,8 @@ CREATE TABLE users (
 	updated_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
 	last_login_at TIMESTAMP WITHOUT TIME ZONE,
 	deleted_at TIMESTAMP WITHOUT TIME ZONE,
+	email_confirmed_at TIMESTAMP WITHOUT TIME ZONE,
+	invited_at TIMESTAMP WITHOUT TIME ZONE,
 	CONSTRAINT pk_users PRIMARY KEY (id),
 	CONSTRAINT ck_users_version_positive CHECK (version >= 1),
 	CONSTRAINT fk_users_role_roles FOREIGN KEY(role) REFERENCES roles (name)
@@ -239,6 +259,22 @@ CREATE INDEX ix_users_role ON users (role, id);
 CREATE UNIQUE INDEX uq_users_email_lower ON users (lower(email));
 
 CREATE UNIQUE INDEX uq_users_username_lower ON users (lower(username));
+
+CREATE TABLE account_tokens (
+	id VARCHAR(64) NOT NULL,
+	user_id INTEGER NOT NULL,
+	purpose VARCHAR(16) NOT NULL,
+	email VARCHAR(254) NOT NULL,
+	password_digest VARCHAR(64) DEFAULT '' NOT NULL,
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	expires_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	CONSTRAINT pk_account_tokens PRIMARY KEY (id),
+	CONSTRAINT fk_account_tokens_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_account_tokens_expires_at ON account_tokens (expires_at);
+
+CREATE INDEX ix_account_tokens_user_id ON account_tokens (user_id, purpose);
 
 CREATE TABLE sessions (
 	id VARCHAR(64) NOT NULL,

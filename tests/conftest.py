@@ -141,7 +141,8 @@ def make_user(db, password_hash):
         username = username or f"{role.lower()}{n}"
         email = email or f"{username}@example.com"
         async with db.write() as conn:
-            user_id = await user_queries.create_user(conn, username, email, password_hash, role, active)
+            user_id = await user_queries.create_user(conn, username, email, password_hash, role, active,
+                                                       confirmed=True)
         return {"id": user_id, "username": username, "email": email, "role": role}
     return make
 

@@ -71,7 +71,8 @@ async def add_data(db) -> dict:
 
 # What the first release had: later revisions add tables and columns of their own.
 FIRST_RELEASE_TABLES = {"roles", "users", "sessions", "audit_events", "login_throttle"}
-ADDED_LATER = {"audit_events": {"target_name", "chain_position", "chain_hash"}}
+ADDED_LATER = {"audit_events": {"target_name", "chain_position", "chain_hash"},
+               "users": {"email_confirmed_at", "invited_at"}}
 
 
 def first_release_columns(table: sa.Table) -> list[sa.Column]:
@@ -119,6 +120,17 @@ async def test_an_old_database_with_data_is_upgraded_in_place(scratch, db):
     await scratch.create_schema()
     assert await snapshot(scratch) == before
     await assert_like_a_fresh_install(scratch, db)
+
+
+async def test_upgrading_counts_existing_addresses_as_confirmed_and_no_one_as_invited(scratch):
+    """Revision 0006: accounts made before addresses were checked are not asked to confirm."""
+    await scratch.migrate("0005")
+    await add_data(scratch)
+    await scratch.create_schema()
+    async with scratch.read() as conn:
+        rows = (await conn.execute(sa.select(users.c.created_at, users.c.email_confirmed_at, users.c.invited_at))).all()
+    assert len(rows) == 4
+    assert all(row.email_confirmed_at == row.created_at and row.invited_at is None for row in rows)
 
 
 async def test_a_database_from_before_migrations_is_recognised_and_upgraded(scratch, db):

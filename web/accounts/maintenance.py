@@ -1,5 +1,5 @@
-"""Keeping the accounts' tables bounded: sessions past their lifetime and throttle counts
-past their window are deleted, by `run.py purge-expired` and by a task in every worker.
+"""Keeping the accounts' tables bounded: sessions past their lifetime, throttle counts past
+their window and mailed links past their expiry are deleted, by `run.py purge-expired` and by a task in every worker.
 
 Deletes go in small batches, each its own short write transaction, so logins and saves
 never queue long behind them; on PostgreSQL several workers purging at once skip each
@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, or_, select
 
 from ..core.db import utcnow
-from ..core.tables import login_throttle, sessions
+from ..core.tables import account_tokens, login_throttle, sessions
 
 BATCH = 500
 EVERY_SECONDS = 600  # on average; each worker waits a random share more or less
@@ -42,11 +42,13 @@ async def _delete_batch(db, key_column, condition, batch: int) -> int:
 
 
 async def purge(db, config, now: datetime | None = None, batch: int = BATCH) -> dict[str, int]:
-    """Deletes every dead session and stale throttle row as of `now`; returns how many of each."""
+    """Deletes every dead session, stale throttle row and expired token as of `now`; returns
+    how many of each."""
     now = now or utcnow()
     removed = {}
     for name, column, condition in (("sessions", sessions.c.id, dead_sessions(config, now)),
-                                    ("login_throttle", login_throttle.c.key, stale_counts(config, now))):
+                                    ("login_throttle", login_throttle.c.key, stale_counts(config, now)),
+                                    ("account_tokens", account_tokens.c.id, account_tokens.c.expires_at <= now)):
         removed[name] = 0
         while (count := await _delete_batch(db, column, condition, batch)) > 0:
             removed[name] += count

@@ -80,9 +80,18 @@ def _verify_forms(password: str, password_hash: str) -> tuple[bool, str | None]:
     return valid, hasher.hash(normal) if valid else None
 
 
+# What an account without a password (an invitation not yet accepted) stores: no password
+# hashes to it, and verify() spends a real check's time on it, as for an unknown account.
+UNUSABLE = "!"
+
+
+def unusable(password_hash: str) -> bool:
+    return password_hash.startswith(UNUSABLE)
+
+
 async def verify(password: str, password_hash: str | None) -> tuple[bool, str | None]:
     """(valid, new hash when the stored one is outdated: older parameters or not normalised)."""
-    if password_hash is None:
+    if password_hash is None or unusable(password_hash):
         await _off_loop(_verify_forms, password, dummy_hash())
         return False, None
     return await _off_loop(_verify_forms, password, password_hash)

@@ -4,6 +4,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from ..core.db import utcnow
 from ..core.tables import users
+from . import passwords
 
 
 async def count_users(conn) -> int:
@@ -11,13 +12,37 @@ async def count_users(conn) -> int:
 
 
 async def create_user(conn, username: str, email: str, password_hash: str, role: str,
-                      active: bool = True) -> int:
+                      active: bool = True, *, confirmed: bool = False) -> int:
+    """A new account; `confirmed` when its address needs no confirming (made by an operator)."""
     now = utcnow()
     result = await conn.execute(insert(users).values(
         username=username, email=email, password_hash=password_hash, role=role,
         active=active, version=1, created_at=now, updated_at=now,
+        email_confirmed_at=now if confirmed else None,
     ).returning(users.c.id))
     return result.scalar_one()
+
+
+async def create_invited_user(conn, username: str, email: str, role: str) -> int:
+    """An account waiting for its invitation to be accepted: no usable password yet."""
+    now = utcnow()
+    return (await conn.execute(insert(users).values(
+        username=username, email=email, password_hash=passwords.UNUSABLE, role=role, active=True,
+        version=1, created_at=now, updated_at=now, invited_at=now,
+    ).returning(users.c.id))).scalar_one()
+
+
+async def accept_invitation(conn, user_id: int, password_hash: str) -> None:
+    """The invitee's own password: the account is usable, its address (the link came to it)
+    confirmed."""
+    now = utcnow()
+    await update_user(conn, user_id, {"password_hash": password_hash, "invited_at": None,
+                                      "email_confirmed_at": now})
+
+
+async def confirm_email(conn, user_id: int, email: str) -> None:
+    """`email` becomes the account's address, confirmed: the owner opened a link sent to it."""
+    await update_user(conn, user_id, {"email": email, "email_confirmed_at": utcnow()})
 
 
 async def username_taken(conn, username: str, except_id: int | None = None) -> bool:
@@ -95,10 +120,10 @@ async def record_login(conn, user_id: int) -> None:
 
 
 async def lock_active_admins(conn) -> list[int]:
-    """Ids of the active Admins, locked until the transaction ends (SQLite: BEGIN IMMEDIATE
+    """Ids of the active Admins (an invitation not yet accepted makes none), locked until the transaction ends (SQLite: BEGIN IMMEDIATE
     already holds the write lock), so two Admins demoting each other cannot both succeed."""
     query = select(users.c.id).where(users.c.role == "Admin", users.c.active.is_(True),
-                                     users.c.deleted_at.is_(None)).with_for_update()
+                                     users.c.deleted_at.is_(None), users.c.invited_at.is_(None)).with_for_update()
     return list((await conn.execute(query)).scalars())
 
 

@@ -130,6 +130,9 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8000
     registration_open: bool = True
+    # Unconfirmed addresses cannot log in (otherwise a banner asks to confirm).
+    require_email_confirmation: bool = False
+    invitation_days: int = 7
     bench: bool = False
     # Only requests from these proxies may say, in forwarded headers, who the client is.
     trusted_proxies: tuple[Network, ...] = ()
@@ -177,6 +180,12 @@ class Config:
             raise ConfigError(f"PORT must be a number, not {environ.get('PORT')!r}") from None
         if not 1 <= port <= 65535:
             raise ConfigError(f"PORT must be between 1 and 65535, not {port}")
+        try:
+            invitation_days = int(environ.get("INVITATION_DAYS", "7"))
+        except ValueError:
+            raise ConfigError(f"INVITATION_DAYS must be a number of days, not {environ.get('INVITATION_DAYS')!r}") from None
+        if not 1 <= invitation_days <= 90:
+            raise ConfigError(f"INVITATION_DAYS must be between 1 and 90, not {invitation_days}")
         production = env == "production"
         mail_url = environ.get("MAIL_URL", "").strip()
         if not mail_url and production:
@@ -190,6 +199,8 @@ class Config:
             host=environ.get("HOST", "127.0.0.1"),
             port=port,
             registration_open=_flag(environ.get("REGISTRATION_OPEN"), True),
+            require_email_confirmation=_flag(environ.get("REQUIRE_EMAIL_CONFIRMATION"), False),
+            invitation_days=invitation_days,
             bench=_flag(environ.get("GATEHOUSE_BENCH"), False),
             trusted_proxies=trusted_networks(environ.get("TRUSTED_PROXIES")),
             audit_hmac_key=audit_key,

@@ -34,6 +34,14 @@ def before_commit(conn, step) -> list:
     return conn.info.setdefault(BEFORE_COMMIT, {}).setdefault(step, [])
 
 
+AFTER_COMMIT = "gatehouse.after_commit"
+
+
+def after_commit(conn, callback) -> None:
+    """Calls `callback()` once this write transaction has committed (never on rollback)."""
+    conn.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -98,6 +106,7 @@ class Database:
     @asynccontextmanager
     async def write(self):
         """A transaction that holds the write lock (SQLite) and commits on success."""
+        committed = []
         async with self._writer:
             try:
                 async with self.engine.connect() as conn:
@@ -107,10 +116,14 @@ class Database:
                             yield conn
                             for step, items in conn.info.get(BEFORE_COMMIT, {}).items():
                                 await step(self, conn, items)
+                        committed = conn.info.get(AFTER_COMMIT, [])
                     finally:
                         conn.info.pop(BEFORE_COMMIT, None)  # the connection goes back to the pool
+                        conn.info.pop(AFTER_COMMIT, None)
             finally:
                 Database.writes += 1
+        for callback in committed:
+            callback()
 
     async def create_schema(self) -> None:
         """Migrate the schema to the newest revision and add missing roles; safe to run again.

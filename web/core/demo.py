@@ -38,6 +38,7 @@ def fake_users(count: int, start: int, password_hash: str, seed: int = 42):
             "version": 1,
             "created_at": created,
             "updated_at": created,
+            "email_confirmed_at": created,
             "last_login_at": created + (now - created) * rng.random() if seen else None,
         }
 

@@ -45,6 +45,10 @@ users = Table(
     Column("updated_at", DateTime, nullable=False),
     Column("last_login_at", DateTime),
     Column("deleted_at", DateTime),
+    # When the owner proved the address is theirs (a link mailed to it); NULL: not yet.
+    Column("email_confirmed_at", DateTime),
+    # Set while an invitation is pending: the account has no usable password until accepted.
+    Column("invited_at", DateTime),
     CheckConstraint("version >= 1", name="version_positive"),
 )
 # Case-insensitive uniqueness and lookups: the app always compares lower(column).
@@ -123,6 +127,25 @@ audit_chain = Table(
     Column("verified_problem", String(300), nullable=False, server_default=""),
     CheckConstraint("id = 1", name="one_row"),
 )
+
+# Links mailed to an account (web/accounts/tokens.py): only the SHA-256 of the random token is
+# kept, so a copy of this table opens nothing. A token is used up by deleting its row.
+account_tokens = Table(
+    "account_tokens", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # reset, confirm, email (a new address to confirm), invite
+    Column("purpose", String(16), nullable=False),
+    # The address the link was sent to: it confirms that address, and no other.
+    Column("email", String(EMAIL_MAX), nullable=False),
+    # A digest of the password hash when the token was made: a reset link dies once the
+    # password changes, however it changed.
+    Column("password_digest", String(64), nullable=False, server_default=""),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+Index("ix_account_tokens_user_id", account_tokens.c.user_id, account_tokens.c.purpose)
+Index("ix_account_tokens_expires_at", account_tokens.c.expires_at)
 
 login_throttle = Table(
     "login_throttle", metadata,

@@ -135,18 +135,32 @@ async def deliver(db, connection, row, now, done: Drained, rng) -> None:
         done.sent += 1
 
 
+async def _rest(stopping: asyncio.Event, wakeup: asyncio.Event) -> None:
+    """Until `stopping`, a wake-up, or about EVERY_SECONDS, whichever comes first."""
+    waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(wakeup.wait())]
+    try:
+        await asyncio.wait(waits, timeout=EVERY_SECONDS * random.uniform(0.5, 1.5),
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+
+
 async def send_forever(db, config, logger, stopping: asyncio.Event) -> None:
-    """The worker's task: drain, then wait about EVERY_SECONDS, until `stopping` is set. Never
-    cancelled: a message under way is sent and marked first (its SMTP steps have timeouts)."""
-    while not stopping.is_set():
-        try:
-            await drain(db, config, stopping=stopping)
-        except Exception:  # a database or server briefly away must not end the task for good
-            logger.exception("sending mail from the outbox failed")
-        try:
-            await asyncio.wait_for(stopping.wait(), EVERY_SECONDS * random.uniform(0.5, 1.5))
-        except TimeoutError:
-            pass
+    """The worker's task: drain, then rest, until `stopping` is set. Never cancelled: a message
+    under way is sent and marked first (its SMTP steps have timeouts)."""
+    wakeup = asyncio.Event()
+    outbox.listeners.add(wakeup)
+    try:
+        while not stopping.is_set():
+            wakeup.clear()  # what commits from here on is found by the drain or wakes the next rest
+            try:
+                await drain(db, config, stopping=stopping)
+            except Exception:  # a database or server briefly away must not end the task for good
+                logger.exception("sending mail from the outbox failed")
+            await _rest(stopping, wakeup)
+    finally:
+        outbox.listeners.discard(wakeup)
 
 
 def init_app(app) -> None:
