@@ -6,6 +6,7 @@ REQUIRE_POSTGRES=1 / REQUIRE_BROWSER=1 (as in CI), when their absence fails the 
 """
 import asyncio
 from contextlib import contextmanager
+from dataclasses import dataclass
 import os
 import re
 import secrets
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete
 
+import loopback_smtp
 from web import create_app
 from web.accounts import passwords
 from web.accounts import queries as user_queries
@@ -189,18 +191,28 @@ def answers(url: str) -> bool:
 
 @contextmanager
 def hypercorn(database_url: str, log_dir: Path, workers: int = 1, **env_extra: str):
-    """The real app under Hypercorn with `workers` worker processes, on port 0, on
-    `database_url` (its schema created first); yields the URL it listens on."""
+    """The real app under Hypercorn with `workers` worker processes, on `database_url` (its
+    schema created first); yields the URL it listens on.
+
+    It listens on a socket the test binds to port 0 and hands over (nothing can take the
+    port in between), so the URL is known before the app starts: it is the app's BASE_URL,
+    the address its mailed links point to."""
     asyncio.run(_create_schema(database_url))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    url = f"http://localhost:{listener.getsockname()[1]}"
     env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET,
-           "GATEHOUSE_ENV": "development", **env_extra}
+           "GATEHOUSE_ENV": "development", "BASE_URL": url, **env_extra}
     log_path = log_dir / "server.log"
-    with open(log_path, "wb") as log:
+    with listener, open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--bind", "127.0.0.1:0", "--workers", str(workers),
-             "web.asgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "hypercorn", "--bind", f"fd://{listener.fileno()}", "--workers", str(workers),
+             "web.asgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            pass_fds=[listener.fileno()])
     try:
-        yield wait_until_up(process, log_path, timeout=60)
+        wait_until_up(process, log_path, timeout=60)
+        yield url
     finally:
         process.terminate()  # the master stops its workers gracefully
         process.wait(timeout=30)
@@ -226,6 +238,39 @@ def workers_server_url(database_url, tmp_path_factory):
 def workers_server(workers_server_url, db):
     """workers_server_url, its database freshly emptied for this test."""
     return workers_server_url
+
+
+@pytest.fixture(scope="session")
+def smtp_server():
+    """A real SMTP server on loopback for the whole run (tests/loopback_smtp.py)."""
+    controller, recorder = loopback_smtp.start()
+    yield recorder
+    recorder.release.set()
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def mail_server_url(database_url, tmp_path_factory, smtp_server):
+    """The app as deployed with mail: Hypercorn (two workers on PostgreSQL, one on SQLite)
+    sending through smtp_server, its BASE_URL its own address."""
+    workers = 1 if database_url.startswith("sqlite") else 2
+    with hypercorn(database_url, tmp_path_factory.mktemp("mail"), workers,
+                   MAIL_URL=f"smtp://127.0.0.1:{smtp_server.port}?starttls=0") as url:
+        yield url
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    mailbox: loopback_smtp.Recorder
+
+
+@pytest.fixture
+def mail_server(mail_server_url, smtp_server, db) -> Served:
+    """mail_server_url, its database freshly emptied; smtp_server's script cleared. Messages
+    other tests sent may still arrive: a test looks for its own recipients' mail."""
+    smtp_server.script.clear()
+    return Served(mail_server_url, smtp_server)
 
 
 async def _create_schema(url: str) -> None:

@@ -2,22 +2,19 @@
 and the MAIL_URL / MAIL_FROM / BASE_URL settings. Delivery runs on an injected clock: no
 test sleeps through a back-off."""
 import asyncio
-import email
-import email.policy
 import os
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
 from conftest import ROOT, SECRET, make_config
+import loopback_smtp
 from helpers import audit_rows, open_session, rows, text
 from web import create_app
 from web.core.config import Config, ConfigError, MailServer
@@ -27,51 +24,9 @@ from web.mail import outbox, sender
 from web.mail.messages import compose, link
 
 
-# ---- a real SMTP server on loopback -----------------------------------------------------
-
-class LoopbackSMTP(Controller):
-    """aiosmtpd's Controller on port 0: the system picks a free port, read back once bound."""
-
-    def _trigger_server(self):
-        self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
-
-
-class Recorder:
-    """Accepts and records every message, or answers as `script` says for the next ones:
-    "4xx", "5xx", "drop" (hang up after the data, before answering), "stall" (until released)."""
-
-    def __init__(self):
-        self.received: list[email.message.Message] = []
-        self.script: list[str] = []
-        self.stalled = threading.Event()
-        self.release = threading.Event()
-
-    async def handle_DATA(self, server, session, envelope):
-        step = self.script.pop(0) if self.script else "accept"
-        if step == "4xx":
-            return "451 4.3.0 Try again later"
-        if step == "5xx":
-            return "550 5.1.1 No such mailbox"
-        if step == "drop":
-            server.transport.abort()
-            return "250 never heard"
-        if step == "stall":
-            self.stalled.set()
-            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 10)
-        self.received.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 2.0.0 Accepted"
-
-    def ids(self) -> list[str]:
-        return [m["Message-ID"] for m in self.received]
-
-
 @pytest.fixture
 def smtp():
-    recorder = Recorder()
-    controller = LoopbackSMTP(recorder, hostname="127.0.0.1", port=0)
-    controller.start()
-    recorder.port = controller.port
+    controller, recorder = loopback_smtp.start()
     yield recorder
     recorder.release.set()
     controller.stop()
