@@ -105,6 +105,10 @@ def cmd_serve(config: Config, args) -> int:
     on_database(config, first_start)
     host = args.host or config.host
     port = config.port if args.port is None else args.port
+    if port and port != config.port and not os.environ.get("BASE_URL"):
+        # The workers read their settings again: links in mail must name the port served.
+        os.environ["PORT"] = str(port)
+        config = Config.from_env()
     print(f"Serving Gatehouse on http://{host}:{port} ({args.workers} worker(s))", file=sys.stderr)
     print(mail_hint(config), file=sys.stderr)
     command = [sys.executable, "-m", "hypercorn", "--bind", f"{host}:{port}",

@@ -1,8 +1,12 @@
 """The command line, run.py, as an operator runs it: a subprocess on the test database."""
+import os
+import subprocess
+import sys
+
 import pytest
 import sqlalchemy as sa
 
-from conftest import PASSWORD, ROOT
+from conftest import PASSWORD, ROOT, SECRET
 from helpers import run_cli, run_module, scalar, user_count
 from web.core import demo
 from web.accounts import passwords
@@ -242,3 +246,19 @@ def test_schema_command_prints_exactly_what_schema_sql_holds(offline_url):
     assert result.returncode == 0, result.stderr
     assert result.stdout == (ROOT / "schema.sql").read_text(encoding="utf-8")
     assert result.stdout == render_schema_sql()
+
+
+def test_serve_on_another_port_builds_links_with_that_port(db, database_url):
+    """Without BASE_URL, development links (and the /mail hint) name the port served. The host
+    is one this machine does not have: the hint is printed before Hypercorn fails to bind, and
+    no port is taken from anyone."""
+    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET, "GATEHOUSE_ENV": "development"}
+    env.pop("BASE_URL", None)
+    process = subprocess.Popen([sys.executable, "run.py", "serve", "--host", "192.0.2.1", "--port", "8123"],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        hint = next(line for line in process.stderr if line.startswith("Mail:"))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "http://localhost:8123/mail" in hint

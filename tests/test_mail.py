@@ -338,6 +338,12 @@ def test_a_bad_base_url_is_refused(tmp_path, value):
         from_env(tmp_path, BASE_URL=value)
 
 
+def test_development_base_url_is_localhost_on_the_port_served(tmp_path):
+    assert from_env(tmp_path).base_url == "http://localhost:8000"
+    assert from_env(tmp_path, PORT="8123").base_url == "http://localhost:8123"
+    assert from_env(tmp_path, PORT="8123", BASE_URL="http://dev.example:9").base_url == "http://dev.example:9"
+
+
 def test_production_base_url_must_be_https(tmp_path):
     with pytest.raises(ConfigError, match="https"):
         from_env(tmp_path, **{**PRODUCTION, "BASE_URL": "http://accounts.example.com"})

@@ -95,14 +95,15 @@ def mail_server(value: str, production: bool) -> MailServer:
                       username=username, password=password, use_tls=use_tls, start_tls=start_tls)
 
 
-def base_url(value: str, production: bool) -> str:
+def base_url(value: str, production: bool, port: int = 8000) -> str:
     """BASE_URL: where people reach the app (links in mail point there); scheme and host, and
-    maybe a path, without a trailing slash. Never taken from a request's Host header."""
+    maybe a path, without a trailing slash. Never taken from a request's Host header. In
+    development it defaults to localhost on the port served."""
     if not value:
         if production:
             raise ConfigError("BASE_URL must be set in production (GATEHOUSE_ENV=production), "
                               "such as https://accounts.example.com: links in mail are built from it")
-        return DEVELOPMENT_BASE_URL
+        return f"http://localhost:{port}"
     url = urlsplit(value)
     if url.scheme not in {"http", "https"} or not url.hostname or url.query or url.fragment or url.username:
         raise ConfigError(f"BASE_URL must be an address such as https://accounts.example.com "
@@ -191,7 +192,7 @@ class Config:
         if not mail_url and production:
             raise ConfigError(f"MAIL_URL must be set in production (GATEHOUSE_ENV=production), "
                               f"such as {MAIL_URL_EXAMPLE}")
-        base = base_url(environ.get("BASE_URL", "").strip(), production)
+        base = base_url(environ.get("BASE_URL", "").strip(), production, port)
         return cls(
             database_url=url,
             secret_key=secret,
