@@ -236,6 +236,29 @@ async def test_a_worker_sends_from_before_serving_and_its_sender_ends_with_servi
     assert len(smtp.received) == 1
 
 
+async def test_a_message_posted_wakes_the_sender_at_once(db, mail_config, smtp, monkeypatch):
+    """A resting sender would look again only after an hour here: the message arrives because
+    its commit woke the sender."""
+    monkeypatch.setattr(sender, "EVERY_SECONDS", 3600)
+    drained = asyncio.Event()
+    real_drain = sender.drain
+
+    async def drain_and_tell(*args, **kwargs):
+        try:
+            return await real_drain(*args, **kwargs)
+        finally:
+            drained.set()
+    monkeypatch.setattr(sender, "drain", drain_and_tell)
+    app = create_app(mail_config)
+    async with app.test_app():
+        await asyncio.wait_for(drained.wait(), 20)  # the first (empty) drain is over: the sender rests
+        async with db.write() as conn:
+            message = compose(mail_config, "test", to="woken@example.com", subject="Test message")
+            await outbox.post(conn, message)
+        await smtp.next_to("woken@example.com", timeout=20)
+    assert smtp.ids() == [message.message_id]
+
+
 async def test_without_mail_url_no_sender_runs(db, config):
     app = create_app(config)
     async with app.test_app():

@@ -5,14 +5,14 @@ A sender claims one due message at a time in a short write transaction (a lease:
 claimed_until), talks to the SMTP server with no transaction open, then marks the message
 sent, due again later, or failed, in another short transaction.
 """
-import asyncio
 import random
 from datetime import datetime, timedelta
 
 from sqlalchemy import insert, or_, select, update
 
 from ..core import audit_trail as audit
-from ..core.db import after_commit, utcnow
+from ..core.background import Wakeup
+from ..core.db import utcnow
 from ..core.tables import UNFINISHED, outbox
 from .messages import Message
 
@@ -39,20 +39,15 @@ async def enqueue(conn, message: Message, *, secrets=(), now: datetime | None = 
     ).returning(outbox.c.id))).scalar_one()
 
 
-# The senders of this process, woken when it commits a message (post), so that mail leaves at
-# once rather than at a sender's next look; senders in other workers find it at theirs.
-listeners: set[asyncio.Event] = set()
-
-
-def wake() -> None:
-    for listener in listeners:
-        listener.set()
+# This process's senders, woken when it commits a message (post): mail leaves at once rather
+# than at a sender's next look.
+posted = Wakeup()
 
 
 async def post(conn, message: Message, *, secrets=()) -> int:
     """enqueue(), and this process's senders woken once the transaction commits."""
     message_id = await enqueue(conn, message, secrets=secrets)
-    after_commit(conn, wake)
+    posted.after(conn)
     return message_id
 
 

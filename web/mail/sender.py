@@ -16,6 +16,7 @@ from email.utils import format_datetime
 
 import aiosmtplib
 
+from ..core.background import repeat
 from ..core.db import utcnow
 from . import outbox
 
@@ -135,32 +136,10 @@ async def deliver(db, connection, row, now, done: Drained, rng) -> None:
         done.sent += 1
 
 
-async def _rest(stopping: asyncio.Event, wakeup: asyncio.Event) -> None:
-    """Until `stopping`, a wake-up, or about EVERY_SECONDS, whichever comes first."""
-    waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(wakeup.wait())]
-    try:
-        await asyncio.wait(waits, timeout=EVERY_SECONDS * random.uniform(0.5, 1.5),
-                           return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiting in waits:
-            waiting.cancel()
-
-
 async def send_forever(db, config, logger, stopping: asyncio.Event) -> None:
-    """The worker's task: drain, then rest, until `stopping` is set. Never cancelled: a message
-    under way is sent and marked first (its SMTP steps have timeouts)."""
-    wakeup = asyncio.Event()
-    outbox.listeners.add(wakeup)
-    try:
-        while not stopping.is_set():
-            wakeup.clear()  # what commits from here on is found by the drain or wakes the next rest
-            try:
-                await drain(db, config, stopping=stopping)
-            except Exception:  # a database or server briefly away must not end the task for good
-                logger.exception("sending mail from the outbox failed")
-            await _rest(stopping, wakeup)
-    finally:
-        outbox.listeners.discard(wakeup)
+    """The worker's task: drain, then rest, until `stopping` is set."""
+    await repeat(lambda: drain(db, config, stopping=stopping), outbox.posted, stopping, EVERY_SECONDS,
+                 logger, "sending mail from the outbox")
 
 
 def init_app(app) -> None:
