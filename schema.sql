@@ -130,6 +130,26 @@ CREATE INDEX ix_account_tokens_expires_at ON account_tokens (expires_at);
 
 CREATE INDEX ix_account_tokens_user_id ON account_tokens (user_id, purpose);
 
+CREATE TABLE imports (
+	id INTEGER NOT NULL,
+	created_by INTEGER,
+	created_at DATETIME NOT NULL,
+	filename VARCHAR(255) DEFAULT '' NOT NULL,
+	state VARCHAR(16) NOT NULL,
+	header JSON NOT NULL,
+	mapping JSON,
+	total INTEGER DEFAULT 0 NOT NULL,
+	created INTEGER DEFAULT 0 NOT NULL,
+	skipped INTEGER DEFAULT 0 NOT NULL,
+	failed INTEGER DEFAULT 0 NOT NULL,
+	claimed_until DATETIME,
+	finished_at DATETIME,
+	CONSTRAINT pk_imports PRIMARY KEY (id),
+	CONSTRAINT fk_imports_created_by_users FOREIGN KEY(created_by) REFERENCES users (id) ON DELETE SET NULL
+);
+
+CREATE INDEX ix_imports_state ON imports (state);
+
 CREATE TABLE sessions (
 	id VARCHAR(64) NOT NULL,
 	user_id INTEGER NOT NULL,
@@ -146,6 +166,23 @@ CREATE TABLE sessions (
 CREATE INDEX ix_sessions_expires_at ON sessions (expires_at);
 
 CREATE INDEX ix_sessions_user_id ON sessions (user_id);
+
+CREATE TABLE import_rows (
+	import_id INTEGER NOT NULL,
+	line INTEGER NOT NULL,
+	cells JSON NOT NULL,
+	username VARCHAR(300) DEFAULT '' NOT NULL,
+	email VARCHAR(300) DEFAULT '' NOT NULL,
+	role VARCHAR(300) DEFAULT '' NOT NULL,
+	active VARCHAR(300) DEFAULT '' NOT NULL,
+	password_hash VARCHAR(300) DEFAULT '' NOT NULL,
+	problems JSON,
+	outcome VARCHAR(16) DEFAULT '' NOT NULL,
+	message VARCHAR(300) DEFAULT '' NOT NULL,
+	user_id INTEGER,
+	CONSTRAINT pk_import_rows PRIMARY KEY (import_id, line),
+	CONSTRAINT fk_import_rows_import_id_imports FOREIGN KEY(import_id) REFERENCES imports (id) ON DELETE CASCADE
+);
 
 -- ===== PostgreSQL =====
 
@@ -276,6 +313,26 @@ CREATE INDEX ix_account_tokens_expires_at ON account_tokens (expires_at);
 
 CREATE INDEX ix_account_tokens_user_id ON account_tokens (user_id, purpose);
 
+CREATE TABLE imports (
+	id BIGSERIAL NOT NULL,
+	created_by INTEGER,
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	filename VARCHAR(255) DEFAULT '' NOT NULL,
+	state VARCHAR(16) NOT NULL,
+	header JSON NOT NULL,
+	mapping JSON,
+	total INTEGER DEFAULT 0 NOT NULL,
+	created INTEGER DEFAULT 0 NOT NULL,
+	skipped INTEGER DEFAULT 0 NOT NULL,
+	failed INTEGER DEFAULT 0 NOT NULL,
+	claimed_until TIMESTAMP WITHOUT TIME ZONE,
+	finished_at TIMESTAMP WITHOUT TIME ZONE,
+	CONSTRAINT pk_imports PRIMARY KEY (id),
+	CONSTRAINT fk_imports_created_by_users FOREIGN KEY(created_by) REFERENCES users (id) ON DELETE SET NULL
+);
+
+CREATE INDEX ix_imports_state ON imports (state);
+
 CREATE TABLE sessions (
 	id VARCHAR(64) NOT NULL,
 	user_id INTEGER NOT NULL,
@@ -292,3 +349,20 @@ CREATE TABLE sessions (
 CREATE INDEX ix_sessions_expires_at ON sessions (expires_at);
 
 CREATE INDEX ix_sessions_user_id ON sessions (user_id);
+
+CREATE TABLE import_rows (
+	import_id BIGINT NOT NULL,
+	line INTEGER NOT NULL,
+	cells JSON NOT NULL,
+	username VARCHAR(300) DEFAULT '' NOT NULL,
+	email VARCHAR(300) DEFAULT '' NOT NULL,
+	role VARCHAR(300) DEFAULT '' NOT NULL,
+	active VARCHAR(300) DEFAULT '' NOT NULL,
+	password_hash VARCHAR(300) DEFAULT '' NOT NULL,
+	problems JSON,
+	outcome VARCHAR(16) DEFAULT '' NOT NULL,
+	message VARCHAR(300) DEFAULT '' NOT NULL,
+	user_id INTEGER,
+	CONSTRAINT pk_import_rows PRIMARY KEY (import_id, line),
+	CONSTRAINT fk_import_rows_import_id_imports FOREIGN KEY(import_id) REFERENCES imports (id) ON DELETE CASCADE
+);

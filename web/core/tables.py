@@ -147,6 +147,50 @@ account_tokens = Table(
 Index("ix_account_tokens_user_id", account_tokens.c.user_id, account_tokens.c.purpose)
 Index("ix_account_tokens_expires_at", account_tokens.c.expires_at)
 
+# CSV imports of users (web/imports/): the file's rows are kept with the job, so the preview,
+# a page reload and a server killed mid-import all read the same state. A runner holds a
+# running job for a while (claimed_until) and creates its rows in batches, each batch one
+# transaction that also records each row's outcome.
+imports = Table(
+    "imports", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("created_by", Integer, ForeignKey("users.id", ondelete="SET NULL")),
+    Column("created_at", DateTime, nullable=False),
+    Column("filename", String(255), nullable=False, server_default=""),
+    # mapping (columns chosen), preview (rows checked), running, done, cancelled
+    Column("state", String(16), nullable=False),
+    Column("header", JSON, nullable=False),
+    # field name -> the file's column index
+    Column("mapping", JSON),
+    Column("total", Integer, nullable=False, server_default=text("0")),
+    Column("created", Integer, nullable=False, server_default=text("0")),
+    Column("skipped", Integer, nullable=False, server_default=text("0")),
+    Column("failed", Integer, nullable=False, server_default=text("0")),
+    Column("claimed_until", DateTime),
+    Column("finished_at", DateTime),
+)
+Index("ix_imports_state", imports.c.state)
+
+import_rows = Table(
+    "import_rows", metadata,
+    Column("import_id", BigId, ForeignKey("imports.id", ondelete="CASCADE"), primary_key=True),
+    # The row's line in the file (the header is line 1).
+    Column("line", Integer, primary_key=True, autoincrement=False),
+    Column("cells", JSON, nullable=False),
+    # The mapped values, as the preview shows them and an inline fix changes them.
+    Column("username", String(300), nullable=False, server_default=""),
+    Column("email", String(300), nullable=False, server_default=""),
+    Column("role", String(300), nullable=False, server_default=""),
+    Column("active", String(300), nullable=False, server_default=""),
+    Column("password_hash", String(300), nullable=False, server_default=""),
+    # field -> what is wrong with it; empty when the row can be imported.
+    Column("problems", JSON),
+    # "" until imported, then created, skipped or failed; message says why.
+    Column("outcome", String(16), nullable=False, server_default=""),
+    Column("message", String(300), nullable=False, server_default=""),
+    Column("user_id", Integer),
+)
+
 login_throttle = Table(
     "login_throttle", metadata,
     # "ip:<address>" or "account:<lowercased identifier>"
