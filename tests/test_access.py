@@ -51,6 +51,11 @@ EXPECTED = {
     ("GET", "/login"): anonymous_only_page(),
     ("POST", "/login"): everyone(ALLOWED),
     ("POST", "/logout"): anyone_signed_in(ALLOWED),
+    # Password reset: anyone may ask; a link that does not work answers 410 (tests/test_password_reset.py).
+    ("GET", "/forgot-password"): everyone(200),
+    ("POST", "/forgot-password"): everyone(ALLOWED),
+    ("GET", "/reset-password/<token>"): everyone(410),
+    ("POST", "/reset-password/<token>"): everyone(ALLOWED),
     ("GET", "/dashboard"): anyone_signed_in(200),
     ("GET", "/profile"): anyone_signed_in(200),
     ("POST", "/profile/email"): anyone_signed_in(ALLOWED),

@@ -8,8 +8,8 @@ from ..core import audit_trail as audit
 from ..core.access import public, signed_in
 from ..core.context import client_ip, client_key, form_fields, safe_next, settings
 from ..core.render import go, render, requested_block, toast
-from . import attempts, passwords, queries, sessions, throttle
-from .devices import remember_device
+from . import attempts, mailing, passwords, queries, sessions, throttle
+from .devices import device_key, remember_device
 from .validation import EMAIL_TAKEN, USERNAME_TAKEN, account_problems, normalise_email, username_problem
 
 bp = Blueprint("auth", __name__)
@@ -212,6 +212,10 @@ async def login():
         await attempts.forgive(conn, keys)
         await start_session(user.id, remember, conn)
         await audit.record(conn, "login", "user", user.id, actor=user, ip=client_ip())
+        # A browser this account has not logged in from: its owner hears of it (not of the
+        # very first login, when no browser is known yet).
+        if device_key(user.id) is None and user.last_login_at is not None:
+            await mailing.notice(conn, user, "new_login", "New login to your account")
     remember_device(user.id)
     await toast(f"Welcome back, {user.username}.")
     return go(next_path)

@@ -7,7 +7,7 @@ from ..core import audit_trail as audit
 from ..core.access import signed_in
 from ..core.context import client_ip, form_fields
 from ..core.render import render, toast
-from . import attempts, passwords, queries, sessions
+from . import attempts, mailing, passwords, queries, sessions
 from .auth import TAKEN_LIMITED, count_taken_answer, start_session, taken_answers_wait
 from .validation import EMAIL_TAKEN, normalise_email
 
@@ -112,6 +112,7 @@ async def change_password():
         await renew_session(conn)
         await audit.record(conn, "password_change", "user", g.user.id, actor=g.user, ip=client_ip(),
                            changes={"sessions_ended": [None, ended]})
+        await mailing.notice(conn, g.user, "password_changed", "Your password was changed", via_reset=False)
     await toast("Password changed." + (f" {ended} other session(s) ended." if ended else ""))
     return await profile_page(oob=("profile_sessions",))
 

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 from quart import Blueprint, abort, current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
-from ..accounts import passwords, queries as accounts, sessions, throttle
+from ..accounts import passwords, queries as accounts, sessions, throttle, tokens
 from ..accounts.validation import account_problems, normalise_email
 from ..core import audit_trail as audit
 from ..core.access import staff
@@ -230,6 +230,8 @@ async def end_sessions_if_revoked(conn, user_id: int, changes: dict) -> None:
     """A change that takes rights away ends the user's sessions in its own transaction."""
     if sessions.revokes(changes):
         await sessions.end_all(conn, user_id)
+    if changes.get("active") == [True, False] or changes.get("deleted") == [False, True]:
+        await tokens.revoke(conn, user_id)  # and its mailed links: reactivating revives none
 
 
 def describe_change(username: str, changes: dict, done: str = "Saved") -> str:
@@ -323,6 +325,7 @@ async def delete(user_id: int):
             abort(409, LAST_ADMIN)
         await accounts.soft_delete(conn, user_id)
         await sessions.end_others(conn, user_id, keep_sid=None)
+        await tokens.revoke(conn, user_id)
         await audit.record(conn, "delete", "user", user_id, actor=g.user, ip=client_ip(),
                            changes={"deleted": [False, True]})
     await toast(f"Deleted {user.username}.", undo=f"/users/{user_id}/restore")
