@@ -37,6 +37,7 @@ def create_app(config: Config | None = None) -> Quart:
     from .audit import routes as audit_log
     from .core import access, compress, context, errors, formatting, health, pages, render, security
     from .dashboard import routes as dashboard
+    from .imports import routes as imports, runner as import_runner
     from .mail import routes as mail, sender as mail_sender
     from .users import routes as users, sessions as user_sessions
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
@@ -55,7 +56,9 @@ def create_app(config: Config | None = None) -> Quart:
         from .core import bench
         app.register_blueprint(bench.bp)
 
+    imports.init_app(app)
     maintenance.init_app(app)
+    import_runner.init_app(app)
     mail.init_app(app)
     mail_sender.init_app(app)
 

@@ -42,6 +42,7 @@ def upgrade() -> None:
         *(sa.Column(name, sa.String(300), nullable=False, server_default="")
           for name in ("username", "email", "role", "active", "password_hash")),
         sa.Column("problems", sa.JSON),
+        sa.Column("bad", sa.Boolean, nullable=False, server_default=sa.text("false")),
         sa.Column("outcome", sa.String(16), nullable=False, server_default=""),
         sa.Column("message", sa.String(300), nullable=False, server_default=""),
         sa.Column("user_id", sa.Integer),

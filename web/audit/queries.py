@@ -14,10 +14,11 @@ from ..core.tables import audit_events, users
 
 PAGE_SIZE = 50
 ACTIONS = ("create", "update", "delete", "restore", "register", "login", "login_failed", "logout",
+           "import_started", "import",
            "password_change", "password_failed", "session_end", "unlock", "refused", "export", "prune", "purge",
            "mail_failed", "password_reset_requested", "password_reset")
 CHANGES = ("create", "update", "delete", "restore")
-TARGET_TYPES = ("user", "audit", "mail")
+TARGET_TYPES = ("user", "audit", "mail", "import")
 
 
 def parse_when(text: str) -> datetime | None:

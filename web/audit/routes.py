@@ -1,8 +1,6 @@
 """The audit log: browse and filter who did what, export it, and revert a change to a user.
 Nobody edits or deletes events from the web."""
 import asyncio
-import csv
-import io
 import json
 from contextlib import aclosing
 from urllib.parse import parse_qsl, urlsplit
@@ -15,6 +13,7 @@ from ..core import audit_trail as audit
 from ..core.access import staff
 from ..core.context import client_ip
 from ..core.keyset import Page
+from ..core.spreadsheet import csv_line
 from ..core.render import go, is_htmx, render, toast
 from ..core.security import same_origin
 from ..users.routes import (
@@ -27,7 +26,6 @@ from .queries import (
 bp = Blueprint("audit_log", __name__)
 
 CSV_COLUMNS = ("id", "occurred_at", "actor_id", "actor_name", "action", "target_type", "target_id", "changes", "ip")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 BATCH = 500
 # A client that leaves a batch of an export unread this long is dropped: a stalled reader
 # cannot keep a task and its batch in memory for ever.
@@ -207,18 +205,6 @@ async def reverted(event, view: AuditFilter):
         context = await log_context(conn, view, await load_page(conn, view), focus=event.id)
     body, status = await render("audit/index.html", block="audit_table", **context)
     return body, status, {"HX-Retarget": "#audit-table", "HX-Reswap": "outerHTML"}
-
-
-def spreadsheet_safe(value) -> str:
-    """A cell a spreadsheet shows as text: a leading =, +, -, @ would make it a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
-
-
-def csv_line(values) -> str:
-    out = io.StringIO()
-    csv.writer(out).writerow([spreadsheet_safe(v) for v in values])
-    return out.getvalue()
 
 
 def csv_row(event) -> str:

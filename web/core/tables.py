@@ -183,8 +183,9 @@ import_rows = Table(
     Column("role", String(300), nullable=False, server_default=""),
     Column("active", String(300), nullable=False, server_default=""),
     Column("password_hash", String(300), nullable=False, server_default=""),
-    # field -> what is wrong with it; empty when the row can be imported.
+    # field -> what is wrong with it; `bad` when there is anything.
     Column("problems", JSON),
+    Column("bad", Boolean, nullable=False, server_default=text("false")),
     # "" until imported, then created, skipped or failed; message says why.
     Column("outcome", String(16), nullable=False, server_default=""),
     Column("message", String(300), nullable=False, server_default=""),
