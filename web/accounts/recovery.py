@@ -17,6 +17,8 @@ A link dies when it is used, when a newer one is asked for, when the password ch
 means, and when the account is deactivated, deleted or invited (tokens.py). Opening it (GET)
 only shows the form: mail scanners follow links.
 """
+from datetime import timedelta
+
 from quart import Blueprint, current_app
 
 from ..core import audit_trail as audit
@@ -34,6 +36,7 @@ RESET = "accounts/reset_password.html"
 PER_ADDRESS, ADDRESS_WINDOW = 5, 15 * 60
 PER_ACCOUNT, ACCOUNT_WINDOW = 3, 60 * 60
 IDENTIFIER_MAX = 254
+LINK_MINUTES = tokens.LIFETIMES[tokens.RESET] // timedelta(minutes=1)
 ADDRESS_LIMITED = "Too many reset requests from your network."
 NO_IDENTIFIER = "Type your username or email address."
 
@@ -65,8 +68,7 @@ async def request_reset(conn, found, identifier: str) -> None:
     if mailed:
         token = await tokens.issue(conn, user, tokens.RESET)
         await mailing.send(conn, "reset", user.email, "Reset your password", token=token, path="reset-password",
-                           username=user.username, minutes=int(tokens.LIFETIMES[tokens.RESET].total_seconds() // 60),
-                           **mailing.circumstances())
+                           username=user.username, minutes=LINK_MINUTES, **mailing.circumstances())
     await audit.record(conn, "password_reset_requested", "user", user.id, ip=client_ip(),
                        changes={"mailed": [None, mailed]})
 
