@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import select, update
 from werkzeug.datastructures import FileStorage
 
-from helpers import audit_rows, csrf, page, rows, send, signed_in, text, user_named
+from conftest import PASSWORD
+from helpers import audit_rows, csrf, login_ok, page, rows, send, signed_in, text, user_named
 from web.core.db import utcnow
 from web.core.tables import import_rows, imports, outbox, users
 from web.imports import csvfile, jobs, runner
@@ -294,3 +295,19 @@ async def test_a_cancelled_import_writes_nothing_and_cannot_start(app, db, make_
     refused = await send(client, f"/users/import/{job_id}/start", {}, hx=False)
     assert refused.status_code == 409
     assert await user_named(db, "ann") is None
+
+
+@pytest.mark.parametrize("scheme", ["bcrypt", "argon2"])
+async def test_an_imported_hash_logs_in_and_is_replaced_by_argon2(app, db, make_user, scheme):
+    import bcrypt
+    from argon2 import PasswordHasher
+    given = (bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode() if scheme == "bcrypt"
+             else PasswordHasher(time_cost=1, memory_cost=1024).hash(PASSWORD))
+    _, client = await signed_in(app, make_user, "Admin")
+    job_id = await uploaded_job(client, f'username,email,password_hash\nmover,mover@example.com,"{given}"\n')
+    await send(client, f"/users/import/{job_id}/start", {}, hx=False)
+    await run_to_end(app, job_id)
+    assert (await user_named(db, "mover")).password_hash == given
+    await login_ok(app.test_client(), "mover")
+    upgraded = (await user_named(db, "mover")).password_hash
+    assert upgraded != given and upgraded.startswith("$argon2id$")

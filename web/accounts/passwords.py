@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 
 from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+from pwdlib.hashers.bcrypt import BcryptHasher
 from zxcvbn import zxcvbn
 from zxcvbn.adjacency_graphs import ADJACENCY_GRAPHS
 from zxcvbn.matching import L33T_TABLE
@@ -35,7 +37,9 @@ SITE_NAME = "Gatehouse"
 # words get there (tests/test_password_policy.py).
 MIN_GUESSES = 10**8
 
-hasher = PasswordHash.recommended()
+# New hashes are argon2; bcrypt hashes imported from another system (web/imports/) are
+# checked, and replaced by an argon2 hash at the first login.
+hasher = PasswordHash((Argon2Hasher(), BcryptHasher()))
 
 
 def _lower_priority() -> None:
