@@ -6,15 +6,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import urlencode
 
-from sqlalchemy import String, and_, cast, false, func, literal, or_, select, true, tuple_
+from sqlalchemy import String, and_, case, cast, false, func, literal, not_, or_, select, true, tuple_
 
+from ..accounts.tokens import INVITE
 from ..core import keyset
 from ..core.recent import Recent
 from ..core.db import utcnow
-from ..core.tables import NEVER, ROLES, login_throttle, users
+from ..core.tables import NEVER, ROLES, account_tokens, login_throttle, users
 
 PAGE_SIZE = 50
-STATUSES = {"1", "0", "locked"}  # active, inactive, locked out by failed logins
+# active (invitations accepted), inactive, locked out by failed logins, invited (not accepted
+# yet, whether the link still works or not), invitation expired
+STATUSES = {"1", "0", "locked", "invited", "expired"}
 NEVER_VALUE = datetime(1970, 1, 1)
 
 
@@ -105,8 +108,14 @@ def filters(view: TableState) -> list:
     if view.active == "locked":
         conditions.append(select(login_throttle.c.key).where(
             login_throttle.c.key == ACCOUNT_KEY, login_throttle.c.locked_until > utcnow()).exists())
-    elif view.active:
-        conditions.append(users.c.active.is_(true() if view.active == "1" else false()))
+    elif view.active == "invited":
+        conditions.append(users.c.invited_at.is_not(None))
+    elif view.active == "expired":
+        conditions.extend((users.c.invited_at.is_not(None), not_(invitation_valid())))
+    elif view.active == "1":
+        conditions.extend((users.c.active.is_(true()), users.c.invited_at.is_(None)))
+    elif view.active == "0":
+        conditions.append(users.c.active.is_(false()))
     return conditions
 
 
@@ -128,6 +137,23 @@ def locked_until():
     return (select(login_throttle.c.locked_until)
             .where(login_throttle.c.key == ACCOUNT_KEY, login_throttle.c.locked_until > utcnow())
             .scalar_subquery().label("locked_until"))
+
+
+def invitation_valid():
+    """Whether the account's invitation link still works (tokens.py's rule for INVITE: not
+    expired, sent to the address the account has). Looked up only for invited accounts, by
+    the tokens' (user_id, purpose) index."""
+    return select(account_tokens.c.id).where(
+        account_tokens.c.user_id == users.c.id, account_tokens.c.purpose == INVITE,
+        account_tokens.c.expires_at > utcnow(),
+        func.lower(account_tokens.c.email) == func.lower(users.c.email)).exists()
+
+
+def invitation():
+    """"invited" while the account's invitation can be accepted, "expired" once its link has
+    run out or is gone, None for an account that is not waiting on one."""
+    return case((users.c.invited_at.is_(None), None), (invitation_valid(), "invited"),
+                else_="expired").label("invitation")
 
 
 LIST_COLUMNS = (users.c.id, users.c.username, users.c.email, users.c.role, users.c.active,
@@ -167,8 +193,15 @@ async def load_page(conn, view: TableState) -> keyset.Page:
     order = [sort.key.asc() if forward else sort.key.desc()]
     if not sort.unique:
         order.append(users.c.id.asc() if forward else users.c.id.desc())
-    query = select(*LIST_COLUMNS, locked_until()).where(*conditions).order_by(*order).limit(PAGE_SIZE + 1)
+    query = select(*LIST_COLUMNS, locked_until(), invitation()).where(*conditions).order_by(*order).limit(PAGE_SIZE + 1)
     page = keyset.page_of((await conn.execute(query)).all(), PAGE_SIZE, view, backwards,
                           cursor is not None, lambda row: encode_cursor(sort, row))
     page.total = await count_matching(conn, view)
     return page
+
+
+async def load_row(conn, user_id: int):
+    """One live user as a row of the table shows them (with their lock-out and invitation)."""
+    query = select(*LIST_COLUMNS, locked_until(), invitation()).where(
+        users.c.id == user_id, users.c.deleted_at.is_(None))
+    return (await conn.execute(query)).first()

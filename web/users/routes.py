@@ -3,14 +3,13 @@
 Every write checks the version the browser saw (a stale one gets 409), guards the last
 active Admin, and writes its audit events in the same transaction.
 """
-import secrets
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from quart import Blueprint, abort, current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
-from ..accounts import passwords, queries as accounts, sessions, throttle, tokens
+from ..accounts import invitation, queries as accounts, sessions, throttle, tokens
 from ..accounts.validation import account_problems, normalise_email
 from ..core import audit_trail as audit
 from ..core.access import staff
@@ -18,7 +17,7 @@ from ..core.context import client_ip
 from ..core.render import go, is_htmx, render, toast
 from ..core.security import INT32_MAX
 from ..core.tables import ROLES
-from .queries import COLUMNS, TableState, load_page
+from .queries import COLUMNS, TableState, load_page, load_row
 
 bp = Blueprint("users", __name__)
 
@@ -60,6 +59,15 @@ async def load_user_or_404(user_id: int):
     return row
 
 
+async def table_row_or_404(user_id: int):
+    """The user as their row in the table shows them (lock-out, invitation)."""
+    async with current_app.db.read() as conn:
+        row = await load_row(conn, user_id)
+    if row is None:
+        abort(404, "This user does not exist or was deleted.")
+    return row
+
+
 def changeable_or_abort(user, verb: str = "change"):
     """404 for no (live) user, 403 unless this person may change them: Admins anyone,
     Managers Customers only."""
@@ -93,10 +101,9 @@ async def index():
 @bp.get("/users/<int:user_id>")
 @staff
 async def show(user_id: int):
-    user = await load_user_or_404(user_id)
     if not is_htmx():
         return go(TableState.from_args(request.args).url())
-    return await row_fragment("user", u=user)
+    return await row_fragment("user", u=await table_row_or_404(user_id))
 
 
 @bp.get("/users/<int:user_id>/edit")
@@ -172,8 +179,9 @@ async def edit_user(current, version: int, wanted: dict, reverts: int | None = N
     """The one way the web changes a user's username, email, role or active flag: the inline
     save and a revert from the audit log. `wanted` is written only if the row is still at
     `version` and the last active Admin stays one; a change that takes rights away ends the
-    user's sessions; the audit event (linking the event a revert undoes) is written in the same
-    transaction."""
+    user's sessions; a new address of an invited user gets the invitation anew (the link sent
+    to the old one dies); the audit events (linking the event a revert undoes) are written in
+    the same transaction."""
     values, errors = await checked_values(current, wanted)
     changes = audit.diff(row_values(current), values)
     if not may_change(current.role, changes):
@@ -193,6 +201,10 @@ async def edit_user(current, version: int, wanted: dict, reverts: int | None = N
                     await end_sessions_if_revoked(conn, current.id, changes)
                     await audit.record(conn, "update", "user", current.id, actor=g.user, ip=client_ip(),
                                        changes={**changes, **reverting(reverts)})
+                    if saved.invited_at is not None and saved.active and "email" in changes:
+                        await invitation.send(conn, saved, g.user.username)
+                        await audit.record(conn, "invite_resent", "user", current.id, actor=g.user,
+                                           ip=client_ip(), changes={"sent_to": [None, saved.email]})
     return Edit(values, changes, errors, saved)
 
 
@@ -214,7 +226,7 @@ async def save(user_id: int):
     await toast(describe_change(edit.values["username"], edit.changes))
     if not is_htmx():
         return go(view.url())
-    return await row_fragment("user", u=edit.saved, view=view)
+    return await row_fragment("user", u=await table_row_or_404(user_id), view=view)
 
 
 async def conflict(user_id: int, mine: dict, view: TableState):
@@ -259,17 +271,15 @@ async def new():
 @bp.post("/users")
 @staff
 async def create():
+    """A new account with no password, and an invitation mailed to it in the same transaction:
+    the invitee chooses their own password (accounts/invitation.py)."""
     form = await request.form
     view = view_from_back(form.get("back", ""))
     values = {name: form.get(name, "").strip() for name in ("username", "email", "role")}
-    password = form.get("password", "")
     if g.user.role != "Admin":
         values["role"] = "Customer"
-    generated = None
-    if not password:
-        password = generated = secrets.token_urlsafe(15)
     async with current_app.db.read() as conn:
-        errors = await account_problems(conn, values["username"], values["email"], password)
+        errors = await account_problems(conn, values["username"], values["email"], None)
     if values["role"] not in ROLES:
         errors["role"] = "Choose one of the roles."
     state = {"values": values, "errors": errors, "view": view}
@@ -278,24 +288,20 @@ async def create():
             return await row_fragment("user_new", 422, **state)
         return await table_page(422, view=view, creating=state)
     email = normalise_email(values["email"])[0]
-    password_hash = await passwords.hash_password(password)
     try:
         async with current_app.db.write() as conn:
-            user_id = await accounts.create_user(conn, values["username"], email, password_hash, values["role"])
+            user_id = await accounts.create_invited_user(conn, values["username"], email, values["role"])
+            await invitation.send(conn, await accounts.get_user(conn, user_id), g.user.username)
             await audit.record(conn, "create", "user", user_id, actor=g.user, ip=client_ip(), changes={
-                "username": [None, values["username"]], "email": [None, email], "role": [None, values["role"]]})
+                "username": [None, values["username"]], "email": [None, email], "role": [None, values["role"]],
+                "invited": [None, True]})
     except IntegrityError:
         state["errors"] = {"username": "This username or email was just taken."}
         return await row_fragment("user_new", 422, **state) if is_htmx() else await table_page(422, view=view, creating=state)
-    await toast(f"Created {values['username']} ({values['role']}).")
+    await toast(f"Invited {values['username']}: we sent a link to {email}.")
     if not is_htmx():
-        if generated:
-            # Shown by this answer's page itself: after a redirect it would travel to the next
-            # page in the session cookie, which is signed, not encrypted.
-            await toast(f"Initial password for {values['username']}: {generated} (shown once).", "warning")
-            return await table_page(view=view)
         return go(view.url())
-    return await row_fragment("user", u=await load_user_or_404(user_id), generated=generated, view=view)
+    return await row_fragment("user", u=await table_row_or_404(user_id), view=view)
 
 
 # ---- delete and undo -------------------------------------------------------------------
