@@ -117,8 +117,9 @@ async def test_create_delete_undo_and_bulk_deactivate_by_keyboard(live_server, p
     await page.keyboard.press("Tab")
     await page.keyboard.type("dora.new@example.com")
     await page.keyboard.press("Enter")
-    await expect(page.locator("tr.notice-row")).to_contain_text("Initial password for dora.new")
+    await expect(page.locator("#toasts")).to_contain_text("Invited dora.new: we sent a link to dora.new@example.com.")
     await expect(focused_row(page)).to_contain_text("dora.new")
+    await expect(focused_row(page).locator(".badge-invited")).to_have_text("Invited")
 
     await page.keyboard.press("/")
     await page.keyboard.type("dora.t")

@@ -41,7 +41,7 @@ FIELDS = {
     "profile_password": ("current_password", "password", "password_confirm"),
     "session_end": (),
     "sessions_end_others": (),
-    "users_create": ("username", "email", "role", "password", "back"),
+    "users_create": ("username", "email", "role", "back"),
     "users_save": ("username", "email", "role", "active", "version", "back"),
     "users_delete": ("back",),
     "users_restore": ("back",),

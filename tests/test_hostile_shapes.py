@@ -130,8 +130,7 @@ ROUTES = {
     "profile_password": Route("POST", "/profile/password", SIGNED_IN, {}, {
         "current_password": PASSWORD, "password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD}),
     "users_create": Route("POST", "/users", STAFF, {}, {
-        "username": "made1", "email": "made1@example.com", "role": "Customer", "password": NEW_PASSWORD,
-        "back": "/users?sort=created"}, query_fields=TABLE),
+        "username": "made1", "email": "made1@example.com", "role": "Customer", "back": "/users?sort=created"}, query_fields=TABLE),
     "users_save": Route("POST", "/users/{other}", STAFF, {}, {
         "username": "customer2", "email": "customer2@example.com", "role": "Customer", "active": "1",
         "version": "{version}", "back": "/users?sort=created&dir=desc"}, query_fields=TABLE),

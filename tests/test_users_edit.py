@@ -6,7 +6,6 @@ import re
 import pytest
 from sqlalchemy import select, update
 
-from conftest import PASSWORD
 from helpers import (
     assert_refused, audit_rows, csrf, element_text, htmx, input_value, is_login_redirect, location,
     login_ok, open_session, rows, send, session_rows, signed_in, text, toasts, triggers, user_named,
@@ -387,7 +386,7 @@ async def test_with_a_second_active_admin_you_can_step_down_yourself(app, db, ma
 
 # ---- create ------------------------------------------------------------------------------
 
-NEW = {"username": "newbie", "email": "newbie@example.com", "role": "Manager", "password": PASSWORD, "back": "/users"}
+NEW = {"username": "newbie", "email": "newbie@example.com", "role": "Manager", "back": "/users"}
 
 
 async def test_creating_a_user_returns_its_row_and_records_it(app, db, make_user):
@@ -400,44 +399,15 @@ async def test_creating_a_user_returns_its_row_and_records_it(app, db, make_user
     assert (created.email, created.role, created.active, created.version) == ("newbie@example.com", "Manager", True, 1)
     assert body.lstrip().startswith("<tr") and "<html" not in body
     assert f'id="user-{created.id}"' in body and '<td class="col-username">newbie</td>' in body
-    assert "secret" not in body and PASSWORD not in body
+    assert 'class="badge badge-invited">Invited<' in body
     [event] = await audits(db, "create", created.id)
     assert event.actor_id == me["id"]
     assert event.changes == {"username": [None, "newbie"], "email": [None, "newbie@example.com"],
-                             "role": [None, "Manager"]}
-    assert "Created newbie" in toasts(response, "success")[0]["text"]
-    await login_ok(app.test_client(), "newbie")
-
-
-async def test_an_empty_password_is_generated_and_shown_once(app, db, make_user):
-    _, client = await signed_in(app, make_user, "Admin")
-    response = await send(client, "/users", {**NEW, "password": ""}, target="user-new")
-    body = await text(response)
-    assert response.status_code == 200, body
-    generated = re.search(r'<code class="secret">([^<]+)</code>', body).group(1)
-    assert len(generated) >= 15
-    assert body.count(generated) == 1
-    assert generated not in response.headers.get("HX-Trigger", "")
-    created = await user_named(db, "newbie")
-    [event] = await audits(db, "create", created.id)
-    assert generated not in json.dumps(event.changes)
-    assert generated not in created.password_hash
-    assert generated not in await text(await client.get("/users"))
-    await login_ok(app.test_client(), "newbie", password=generated)
-
-
-def common_long_password() -> str:
-    from web.accounts import passwords
-    for line in passwords.COMMON_LIST.read_text(encoding="utf-8").splitlines():
-        if len(line.strip()) >= passwords.MIN_LENGTH:
-            return line.strip()
-    raise AssertionError("no long common password in the list")
+                             "role": [None, "Manager"], "invited": [None, True]}
+    assert toasts(response, "success")[0]["text"] == "Invited newbie: we sent a link to newbie@example.com."
 
 
 @pytest.mark.parametrize("changes, field, message", [
-    ({"password": "short pass"}, "password", "at least 15 characters"),
-    ({"password": "COMMON"}, "password", "most common"),
-    ({"password": "newbie and more words"}, "password", "username"),
     ({"email": "newbie@"}, "email", ""),
     ({"email": ""}, "email", "Enter an email"),
     ({"username": "x"}, "username", "3 to 32"),
@@ -448,8 +418,6 @@ def common_long_password() -> str:
 async def test_creating_checks_fields_like_registration(app, db, make_user, changes, field, message):
     _, client = await signed_in(app, make_user, "Admin")
     await make_user("Customer", username="taken", email="taken@example.com")
-    if changes.get("password") == "COMMON":
-        changes = {"password": common_long_password()}
     count = len(await all_users(db))
     response = await send(client, "/users", {**NEW, **changes}, target="user-new")
     body = await text(response)
@@ -459,7 +427,6 @@ async def test_creating_checks_fields_like_registration(app, db, make_user, chan
     assert shown and message.lower() in shown.lower()
     for kept in ("username", "email"):
         assert input_value(body, kept) == {**NEW, **changes}[kept]
-    assert input_value(body, "password") in (None, "")  # never sent back
     assert len(await all_users(db)) == count
     assert await audits(db, "create") == []
 
@@ -795,11 +762,11 @@ async def test_a_plain_save_with_errors_keeps_the_typed_values(app, db, make_use
 
 async def test_a_plain_create_with_errors_keeps_the_typed_values(app, db, make_user):
     _, client = await signed_in(app, make_user, "Admin")
-    response = await send(client, "/users", {**NEW, "password": "short"}, hx=False)
+    response = await send(client, "/users", {**NEW, "username": "x"}, hx=False)
     body = await text(response)
     assert response.status_code == 422
-    assert "at least 15 characters" in element_text(body, "new-password-error")
-    assert input_value(body, "username") == "newbie"
+    assert "3 to 32" in element_text(body, "new-username-error")
+    assert input_value(body, "username") == "x"
     assert input_value(body, "email") == "newbie@example.com"
 
 
@@ -816,21 +783,14 @@ async def test_a_plain_delete_link_asks_for_confirmation_in_a_page(app, db, make
     assert (await user_row(db, them["id"])).deleted_at is None
 
 
-async def test_a_plain_create_shows_the_generated_password_in_its_own_page_not_in_a_cookie(app, db, make_user):
+async def test_a_plain_create_goes_back_to_the_table_it_came_from(app, db, make_user):
     _, client = await signed_in(app, make_user, "Admin")
-    response = await send(client, "/users", {**NEW, "password": "", "back": "/users?q=new"}, hx=False)
-    page = await text(response)
-    assert response.status_code == 200
-    assert input_value(page, "q") == "new"  # the table as it was
-    generated = re.search(r"Initial password for newbie: (\S+) \(shown once\)", page).group(1)
-    cookies = response.headers.getlist("Set-Cookie")
-    assert all(generated not in line for line in cookies)
-    serializer = app.session_interface.get_signing_serializer(app)
-    for line in cookies:  # the session cookie is signed, not encrypted: what it carries, decoded
-        if line.startswith(app.config["SESSION_COOKIE_NAME"] + "="):
-            assert generated not in json.dumps(serializer.loads(line.split(";", 1)[0].split("=", 1)[1]))
-    assert generated not in await text(await client.get("/users?q=new"))
-    await login_ok(app.test_client(), "newbie", password=generated)
+    response = await send(client, "/users", {**NEW, "back": "/users?q=new"}, hx=False)
+    assert response.status_code == 303
+    assert location(response) == "/users?q=new"
+    page = await text(await client.get(location(response)))
+    assert "Invited newbie: we sent a link to newbie@example.com." in page
+    assert (await user_named(db, "newbie")).invited_at is not None
 
 
 # ---- CSRF --------------------------------------------------------------------------------
