@@ -5,6 +5,7 @@ Hashing a password with the app's argon2 parameters takes about a second on a sm
 so tests that are not about logging in open a session directly (`open_session`): a session
 row as a login writes it, and the signed cookie quart-auth would set.
 """
+import asyncio
 import base64
 import json
 import os
@@ -13,7 +14,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from html import unescape
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from quart_auth import generate_auth_token
 from sqlalchemy import event, func, insert, select, update
@@ -22,7 +23,7 @@ from conftest import PASSWORD, ROOT, SECRET, csrf_from
 from web.accounts import sessions as web_sessions
 from web.core.audit_trail import seal_backlog
 from web.core.db import utcnow
-from web.core.tables import audit_events, login_throttle, sessions, users
+from web.core.tables import audit_events, login_throttle, outbox, sessions, users
 
 AUTH_COOKIE = "gatehouse"  # QUART_AUTH_COOKIE_NAME outside production
 HOST = "localhost"  # what the quart test client sends as Host
@@ -320,6 +321,39 @@ async def insert_events(db, rows, batch: int = 10_000) -> None:
         async with db.write() as conn:
             await conn.execute(insert(audit_events), rows[start:start + batch])
             await conn.run_sync(seal_backlog, db.audit_key)  # into the hash chain, as record() does
+
+
+# ---- mail in the outbox ----------------------------------------------------------------
+
+MAILED_LINK = re.compile(r"https?://[^\s\"<>]+")
+
+
+async def mail_to(db, address: str, kind: str):
+    """The outbox's messages of `kind` to `address`, oldest first."""
+    return await rows(db, select(outbox).where(outbox.c.recipient == address, outbox.c.kind == kind)
+                      .order_by(outbox.c.id))
+
+
+async def mailed_path(db, address: str, kind: str, prefix: str, nth: int = -1) -> str:
+    """The path of the link starting with `prefix` in the `nth` message of `kind` to `address`
+    (its token included: the outbox keeps it until the message is sent)."""
+    messages = await mail_to(db, address, kind)
+    assert messages, f"no {kind} message to {address}"
+    paths = [urlsplit(url).path for url in MAILED_LINK.findall(messages[nth].text_body)]
+    found = [path for path in paths if path.startswith(prefix)]
+    assert found, (prefix, messages[nth].text_body)
+    return found[0]
+
+
+async def sent_once(db, address: str, kind: str):
+    """The outbox row of the one message of `kind` to `address`, once a sender has marked it
+    sent (the SMTP server may hold the message a moment before the sender's mark commits)."""
+    for _ in range(200):
+        [row] = await mail_to(db, address, kind)
+        if row.sent_at is not None:
+            return row
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the {kind} message to {address} was never marked sent")
 
 
 # ---- run.py ----------------------------------------------------------------------------

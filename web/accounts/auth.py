@@ -8,13 +8,14 @@ from ..core import audit_trail as audit
 from ..core.access import public, signed_in
 from ..core.context import client_ip, client_key, form_fields, safe_next, settings
 from ..core.render import go, render, requested_block, toast
-from . import attempts, mailing, passwords, queries, sessions, throttle
+from . import attempts, confirmation, mailing, passwords, queries, sessions, throttle
 from .devices import device_key, remember_device
 from .validation import EMAIL_TAKEN, USERNAME_TAKEN, account_problems, normalise_email, username_problem
 
 bp = Blueprint("auth", __name__)
 
 LOGIN_FAILED = "Wrong username, email or password."
+UNCONFIRMED = "Confirm your email address first: we sent a link to your address when you registered."
 UNRECOGNISED = "(unrecognised)"
 REGISTRATIONS_PER_HOUR = 10
 REGISTRATION_WINDOW_SECONDS = 60 * 60
@@ -149,12 +150,16 @@ async def register():
                                actor=audit.Actor(user_id, values["username"]),
                                changes={"username": [None, values["username"]], "email": [None, email],
                                         "role": [None, "Customer"]})
-            await start_session(user_id, False, conn)
+            await confirmation.send_link(conn, await queries.get_user(conn, user_id))
+            if not settings().require_email_confirmation:
+                await start_session(user_id, False, conn)
     except IntegrityError:
         # Someone registered the same name or address since the check above.
         return await registration_answer(422, values, await registration_problems(values))
     except RegistrationCap as cap:
         return await too_many(values, "Too many new accounts from your network.", cap.wait)
+    if settings().require_email_confirmation:  # no session until the address is confirmed
+        return go("/confirm-email/sent")
     await toast("Account created. Welcome to Gatehouse!")
     return go("/dashboard")
 
@@ -165,7 +170,8 @@ async def login_page(status=200, **context):
     context.setdefault("values", {})
     context.setdefault("error", None)
     context["next"] = safe_next(context.get("next"))
-    return await render("accounts/login.html", status, **context)
+    # An htmx answer also refreshes the "send the link again" form beside the login form.
+    return await render("accounts/login.html", status, oob=("login_unconfirmed",), **context)
 
 
 @bp.get("/login")
@@ -205,6 +211,11 @@ async def login():
             await audit.record(conn, "login_failed", "user", user.id if user else None, ip=client_ip(),
                                changes={"identifier": [None, identifier_for_the_log(identifier, user)]})
         return await login_page(401, values=values, next=next_path, error=LOGIN_FAILED)
+    if settings().require_email_confirmation and user.email_confirmed_at is None:
+        # The right password: the owner, who may learn why (an invitee confirms by accepting).
+        async with db.write() as conn:
+            await attempts.forgive(conn, keys)
+        return await login_page(403, values=values, next=next_path, error=UNCONFIRMED, unconfirmed=True)
     async with db.write() as conn:
         if check.new_hash:
             await queries.set_password_hash(conn, user.id, check.new_hash)

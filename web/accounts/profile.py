@@ -7,9 +7,9 @@ from ..core import audit_trail as audit
 from ..core.access import signed_in
 from ..core.context import client_ip, form_fields
 from ..core.render import render, toast
-from . import attempts, mailing, passwords, queries, sessions
-from .auth import TAKEN_LIMITED, count_taken_answer, start_session, taken_answers_wait
-from .validation import EMAIL_TAKEN, normalise_email
+from . import attempts, confirmation, mailing, passwords, queries, sessions
+from .auth import start_session
+from .validation import normalise_email
 
 bp = Blueprint("profile", __name__)
 
@@ -17,6 +17,7 @@ async def profile_page(status=200, **context):
     async with current_app.db.read() as conn:
         context["account"] = await queries.get_user(conn, g.user.id)
         context["sessions"] = await sessions.list_for(conn, g.user.id)
+        context["pending_email"] = await confirmation.pending_change(conn, g.user.id)
     context.setdefault("email_values", {})
     context.setdefault("email_errors", {})
     context.setdefault("password_errors", {})
@@ -47,39 +48,39 @@ async def current_password_problem(password: str) -> str | None:
     return None if check.valid else "That is not your current password."
 
 
-async def taken_problem(email: str) -> dict[str, str]:
-    """The email field's problem when the address belongs to another account; saying so counts
-    against this address's limit, as registration's answers do."""
-    if wait := await taken_answers_wait():
-        return {"email": f"{TAKEN_LIMITED} Try again in {wait} seconds."}
-    async with current_app.db.read() as conn:
-        taken = await queries.email_taken(conn, email, except_id=g.user.id)
-    if not taken:
-        return {}
-    await count_taken_answer()
-    return {"email": EMAIL_TAKEN}
-
-
 @bp.post("/profile/email")
 @signed_in
 async def change_email():
+    """Asks to move to a new address: it changes when the link sent there is opened
+    (confirmation.py). The answer is the same whether or not another account has it."""
     values = await form_fields("email", "current_password")
     email, problem = normalise_email(values["email"])
     errors = {"email": problem} if problem else {}
-    # The password first: whether an address is taken is said only to the account's owner.
     if not errors and (problem := await current_password_problem(values["current_password"])):
         errors["current_password"] = problem
-    if not errors:
-        errors = await taken_problem(email)
     if errors:
         return await profile_page(422, email_values=values, email_errors=errors)
+    if email == g.user.email:
+        await toast("That is already your email address.", "warning")
+        return await profile_page()
     async with current_app.db.write() as conn:
-        if email != g.user.email:
-            await queries.set_email(conn, g.user.id, email)
-            await audit.record(conn, "update", "user", g.user.id, actor=g.user, ip=client_ip(),
-                               changes={"email": [g.user.email, email]})
-    await toast("Email address saved." if email != g.user.email else "Email address unchanged.")
-    return await profile_page(email_values={"email": email}, oob=("profile_account",))
+        if not (wait := await confirmation.change_limit(conn, g.user.id, email)):
+            await confirmation.request_change(conn, await queries.lock_user(conn, g.user.id), email)
+    if wait:
+        return await profile_page(429, email_values=values, email_errors={
+            "email": f"{confirmation.CHANGES_LIMITED} Try again in {wait} seconds."})
+    await toast(f"We sent a confirmation link to {email}.")
+    return await profile_page(email_sent=email)
+
+
+@bp.post("/profile/email/cancel")
+@signed_in
+async def cancel_email_change():
+    async with current_app.db.write() as conn:
+        cancelled = await confirmation.cancel_change(conn, g.user)
+    await toast("The change of address is cancelled." if cancelled else "No change of address was waiting.",
+                "success" if cancelled else "warning")
+    return await profile_page()
 
 
 async def renew_session(conn) -> None:

@@ -92,10 +92,6 @@ async def set_password_hash(conn, user_id: int, password_hash: str) -> None:
     await conn.execute(update(users).where(users.c.id == user_id).values(**changed(password_hash=password_hash)))
 
 
-async def set_email(conn, user_id: int, email: str) -> None:
-    await conn.execute(update(users).where(users.c.id == user_id).values(**changed(email=email)))
-
-
 async def update_user(conn, user_id: int, values: dict) -> None:
     await conn.execute(update(users).where(users.c.id == user_id).values(**changed(**values)))
 

@@ -29,6 +29,7 @@ class CurrentUser:
     role: str
     session_id: str
     remember: bool
+    email_confirmed: bool  # the banner on every page asks for it until it is
 
 
 def session_id(token: str) -> str:
@@ -50,7 +51,7 @@ async def start(conn, user_id: int, remember: bool, user_agent: str, ip: str, co
 
 # Built once: SQLAlchemy then reuses its compiled form without working out a cache key.
 SESSION_USER = (
-    select(users.c.id, users.c.username, users.c.email, users.c.role,
+    select(users.c.id, users.c.username, users.c.email, users.c.role, users.c.email_confirmed_at,
            sessions.c.remember, sessions.c.last_seen_at)
     .join(users, users.c.id == sessions.c.user_id)
     .where(sessions.c.id == bindparam("sid"), sessions.c.expires_at > bindparam("now"),
@@ -71,7 +72,8 @@ async def load(db, token: str, config) -> CurrentUser | None:
     if row.last_seen_at <= now - TOUCH_EVERY:
         async with db.write() as conn:
             await conn.execute(update(sessions).where(sessions.c.id == sid).values(last_seen_at=now))
-    return CurrentUser(row.id, row.username, row.email, row.role, sid, row.remember)
+    return CurrentUser(row.id, row.username, row.email, row.role, sid, row.remember,
+                       row.email_confirmed_at is not None)
 
 
 async def end(conn, sid: str, user_id: int) -> int:

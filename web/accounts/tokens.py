@@ -8,6 +8,15 @@ it allows: of two submissions at once, exactly one gets the row.
 A token is valid while it has not expired, its account is live, and the account still has
 the address it was sent to; a reset token, also while the password is the one it was made
 under (any change of password ends it). A newer token of the same purpose replaces the older.
+
+A report token is the exception to both rules. It goes to the old address when a change of
+address is asked for or made ("it was not me"), and its point is to work after the address
+has moved on: it stays valid while the account still has the address it was sent to, or has
+an address confirmed after the token was made (the change it warned of, or a later one made
+the same way). An address set otherwise since (an Admin's edit) ends it: that change is not
+one the owner of the old address was warned of. And it does not replace earlier report
+tokens: otherwise whoever moved the address could kill the old address's link by asking
+for another change (whose notice goes to their own address).
 """
 import hashlib
 import secrets
@@ -19,12 +28,13 @@ from sqlalchemy import delete, insert, select
 from ..core.db import utcnow
 from ..core.tables import account_tokens, users
 
-RESET, CONFIRM, EMAIL, INVITE = "reset", "confirm", "email", "invite"
+RESET, CONFIRM, EMAIL, INVITE, REPORT = "reset", "confirm", "email", "invite", "report"
 LIFETIMES = {
     RESET: timedelta(minutes=30),
     CONFIRM: timedelta(days=2),
     EMAIL: timedelta(days=1),
     INVITE: timedelta(days=7),  # INVITATION_DAYS overrides it
+    REPORT: timedelta(days=7),
 }
 TOKEN_MAX = 100  # longer than any token made here: anything longer is not looked up
 
@@ -47,11 +57,12 @@ class Found:
 
 async def issue(conn, user, purpose: str, *, email: str | None = None, lifetime: timedelta | None = None,
                 now: datetime | None = None) -> str:
-    """A new token for `user`, replacing any other of the same purpose; in the caller's write
-    transaction. `email` is the address it is sent to (the account's by default)."""
+    """A new token for `user`, replacing any other of the same purpose (but REPORT); in the
+    caller's write transaction. `email` is the address it is sent to (the account's by default)."""
     now = now or utcnow()
     token = secrets.token_urlsafe(32)
-    await revoke(conn, user.id, purpose)
+    if purpose != REPORT:
+        await revoke(conn, user.id, purpose)
     await conn.execute(insert(account_tokens).values(
         id=digest(token), user_id=user.id, purpose=purpose, email=email or user.email,
         password_digest=password_digest(user.password_hash) if purpose == RESET else "",
@@ -72,6 +83,9 @@ def _valid(token_row, user, purpose: str, now: datetime) -> bool:
         return False
     if purpose == EMAIL:  # a new address: the account must not have moved on from the old one
         return user.active
+    if purpose == REPORT:
+        return user.active and (token_row.email.lower() == user.email.lower() or (
+            user.email_confirmed_at is not None and user.email_confirmed_at >= token_row.created_at))
     if token_row.email.lower() != user.email.lower():
         return False
     if purpose == RESET:
