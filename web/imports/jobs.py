@@ -112,12 +112,13 @@ def shown(only: str):
     return None
 
 
-async def page(conn, job_id: int, only: str = "", after: int = 0, limit: int = PAGE_SIZE):
-    """`limit` rows after line `after` (and one more, to tell whether there is a next page)."""
+async def page(conn, job_id: int, only: str = "", after: int = 0, limit: int = PAGE_SIZE, keep: int = 0):
+    """`limit` rows after line `after` (and one more, to tell whether there is a next page).
+    Line `keep` is shown whatever `only` says (a row just fixed stays where it was)."""
     query = (select(import_rows).where(import_rows.c.import_id == job_id, import_rows.c.line > after)
              .order_by(import_rows.c.line).limit(limit + 1))
     if (condition := shown(only)) is not None:
-        query = query.where(condition)
+        query = query.where(or_(condition, import_rows.c.line == keep))
     return (await conn.execute(query)).all()
 
 

@@ -4,6 +4,7 @@ and a result to read or download. The job lives in the database (jobs.py); a run
 workers creates its rows (runner.py)."""
 import csv
 import io
+from urllib.parse import urlencode
 
 from quart import Blueprint, Response, abort, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -75,22 +76,30 @@ async def job_or_404(conn, job_id: int, lock: bool = False):
 
 
 def position() -> tuple[str, int]:
+    """Which rows the page shows (`only`) from which line on (`after`), from the query string."""
     only = request.args.get("only", "")
     after = request.args.get("after", "")
     return (only if only in ONLY else ""), (int(after) if after.isdigit() and len(after) < 10 else 0)
 
 
-async def job_page(job_id: int, status: int = 200, block: str | None = None, **context):
+def view_query() -> str:
+    """The query string that keeps the rows shown, for the links and forms of a row."""
+    only, after = position()
+    query = urlencode({k: v for k, v in (("only", only), ("after", after)) if v})
+    return "?" + query if query else ""
+
+
+async def job_page(job_id: int, status: int = 200, block: str | None = None, focus: int = 0, **context):
     only, after = position()
     async with current_app.db.read() as conn:
         job = await job_or_404(conn, job_id)
         tally = await jobs.tally(conn, job_id)
-        page = await jobs.page(conn, job_id, only, after)
+        page = await jobs.page(conn, job_id, only, after, keep=focus)
     more = len(page) > jobs.PAGE_SIZE
     page = page[:jobs.PAGE_SIZE]
-    return await render(PAGE, status, block=block, job=job, tally=tally, rows=page, only=only,
-                        next_after=page[-1].line if more else None, fields=checks.FIELDS, labels=checks.LABELS,
-                        required=checks.REQUIRED, **context)
+    return await render(PAGE, status, block=block, job=job, tally=tally, rows=page, only=only, focus=focus,
+                        next_after=page[-1].line if more else None, view_query=view_query(),
+                        fields=checks.FIELDS, labels=checks.LABELS, required=checks.REQUIRED, **context)
 
 
 @bp.get("/users/import/<int:job_id>")
@@ -135,9 +144,9 @@ async def row_answer(job_id: int, line: int, status: int = 200, editing: bool = 
         abort(404, "This line is not in the file.")
     if not is_htmx():
         return await render("imports/row.html", status, job=job, row=row, fields=checks.FIELDS,
-                            labels=checks.LABELS)
+                            labels=checks.LABELS, view_query=view_query())
     return await render(PAGE, status, block="import_row", job=job, row=row, editing=editing,
-                        fields=checks.FIELDS, labels=checks.LABELS)
+                        fields=checks.FIELDS, labels=checks.LABELS, view_query=view_query())
 
 
 @bp.post("/users/import/<int:job_id>/rows/<int:line>")
@@ -152,7 +161,7 @@ async def fix_row(job_id: int, line: int):
             abort(409, "This row can no longer change.")
         await jobs.fix(conn, job, line, values, g.user.role)
     if not is_htmx():
-        return go(f"/users/import/{job_id}")
+        return go(f"/users/import/{job_id}{view_query()}")
     # Other rows' problems may have changed with this one (a duplicate fixed): the table again.
     return await job_page(job_id, block="import_preview", focus=line)
 
