@@ -88,6 +88,17 @@ EXPECTED = {
     ("POST", "/users/<int:user_id>/restore"): staff(ALLOWED),
     ("POST", "/users/<int:user_id>/unlock"): staff(ALLOWED),
     ("POST", "/users/bulk"): staff(ALLOWED),
+    # Importing users from CSV: staff; a job is its importer's and the Admins' (test_imports.py).
+    ("GET", "/users/import"): staff(200),
+    ("POST", "/users/import"): staff(ALLOWED),
+    ("GET", "/users/import/<int:job_id>"): staff(404),
+    ("GET", "/users/import/<int:job_id>/progress"): staff(404),
+    ("GET", "/users/import/<int:job_id>/result.csv"): staff(404),
+    ("GET", "/users/import/<int:job_id>/rows/<int:line>/edit"): staff(404),
+    ("POST", "/users/import/<int:job_id>/rows/<int:line>"): staff(ALLOWED),
+    ("POST", "/users/import/<int:job_id>/mapping"): staff(ALLOWED),
+    ("POST", "/users/import/<int:job_id>/start"): staff(ALLOWED),
+    ("POST", "/users/import/<int:job_id>/cancel"): staff(ALLOWED),
     # Another user's sessions: Admins only.
     ("GET", "/users/<int:user_id>/sessions"): admins(200),
     ("POST", "/users/<int:user_id>/sessions/<sid>/end"): admins(ALLOWED),

@@ -1,6 +1,7 @@
 """CSV import of users: the file's checks, the column mapping, the preview with every row's
 problems, inline fixes, skipping, the import in batches with its audit, resuming after a
 runner died, a result to download, and who may import what."""
+import asyncio
 import io
 from datetime import timedelta
 
@@ -311,3 +312,41 @@ async def test_an_imported_hash_logs_in_and_is_replaced_by_argon2(app, db, make_
     await login_ok(app.test_client(), "mover")
     upgraded = (await user_named(db, "mover")).password_hash
     assert upgraded != given and upgraded.startswith("$argon2id$")
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 40, "binary data"),
+    ("username,email\nzoë,zoe@example.com\n".encode("utf-16"), "binary data"),
+    ("username,email\nzoë,zoe@example.com\n".encode("cp1252"), "not UTF-8"),
+    (("col," * 100_000).encode() + b"\nann,ann@example.com\n", "100,001 columns"),
+    (b"username,email\n" + b"a" * 500_000 + b",huge@example.com\n", "cannot be read as CSV"),
+    (b"username,email\n\"never closed,ann@example.com\n" + b"x" * 200_000, "cannot be read as CSV"),
+])
+async def test_hostile_files_get_a_clear_message_never_a_500(app, db, make_user, content, says):
+    _, client = await signed_in(app, make_user, "Admin")
+    response = await upload(client, content)
+    assert response.status_code == 422
+    assert says in await text(response)
+    assert await rows(db, select(imports)) == []
+
+
+async def test_formula_cells_are_kept_as_text_and_shown_escaped(app, db, make_user):
+    _, client = await signed_in(app, make_user, "Admin")
+    job_id = await uploaded_job(client, 'username,email\n"=1+2",<b>x</b>@example.com\n')
+    [row] = await job_rows(db, job_id)
+    assert row.cells == ["=1+2", "<b>x</b>@example.com"]
+    html = await page(client, f"/users/import/{job_id}")
+    assert "&lt;b&gt;x&lt;/b&gt;@example.com" in html and "<b>x</b>" not in html
+
+
+async def test_two_runners_at_once_one_holds_the_job_and_each_row_is_created_once(app, db, make_user, monkeypatch):
+    _, client = await signed_in(app, make_user, "Admin")
+    monkeypatch.setattr(runner, "BATCH", 3)
+    job_id = await uploaded_job(client, "username,email\n" + "".join(f"user{n},user{n}@example.com\n" for n in range(10)))
+    await send(client, f"/users/import/{job_id}/start", {}, hx=False)
+    async with app.app_context():
+        results = await asyncio.gather(runner.run(app.db, job_id), runner.run(app.db, job_id))
+    assert sorted(results) == [False, True]
+    job = await job_of(db, job_id)
+    assert (job.state, job.created) == (jobs.DONE, 10)
+    assert len(await audit_rows(db, "create")) == 10
