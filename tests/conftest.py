@@ -189,29 +189,41 @@ def answers(url: str) -> bool:
         return False
 
 
-@contextmanager
-def hypercorn(database_url: str, log_dir: Path, workers: int = 1, **env_extra: str):
-    """The real app under Hypercorn with `workers` worker processes, on `database_url` (its
-    schema created first); yields the URL it listens on.
+def start_hypercorn(database_url: str, log_dir: Path, workers: int = 1, **env_extra: str):
+    """The real app under Hypercorn with `workers` worker processes, on `database_url`; returns
+    (process, URL) once it answers. Stop it with terminate() (graceful) or kill().
 
     It listens on a socket the test binds to port 0 and hands over (nothing can take the
     port in between), so the URL is known before the app starts: it is the app's BASE_URL,
     the address its mailed links point to."""
-    asyncio.run(_create_schema(database_url))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
     url = f"http://localhost:{listener.getsockname()[1]}"
-    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET,
-           "GATEHOUSE_ENV": "development", "BASE_URL": url, **env_extra}
+    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET, "GATEHOUSE_ENV": "development",
+           "BASE_URL": url, **env_extra}
     log_path = log_dir / "server.log"
-    with listener, open(log_path, "wb") as log:
+    with listener, open(log_path, "ab") as log:
+        logged_before = log.tell()
         process = subprocess.Popen(
             [sys.executable, "-m", "hypercorn", "--bind", f"fd://{listener.fileno()}", "--workers", str(workers),
              "web.asgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             pass_fds=[listener.fileno()])
     try:
-        wait_until_up(process, log_path, timeout=60)
+        wait_until_up(process, log_path, logged_before, timeout=60)
+    except BaseException:
+        process.kill()
+        raise
+    return process, url
+
+
+@contextmanager
+def hypercorn(database_url: str, log_dir: Path, workers: int = 1, **env_extra: str):
+    """start_hypercorn() on `database_url` (its schema created first), stopped gracefully at
+    the end; yields its URL."""
+    asyncio.run(_create_schema(database_url))
+    process, url = start_hypercorn(database_url, log_dir, workers, **env_extra)
+    try:
         yield url
     finally:
         process.terminate()  # the master stops its workers gracefully
