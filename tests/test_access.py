@@ -56,6 +56,10 @@ EXPECTED = {
     ("POST", "/forgot-password"): everyone(ALLOWED),
     ("GET", "/reset-password/<token>"): everyone(410),
     ("POST", "/reset-password/<token>"): everyone(ALLOWED),
+    # An invitation's page: anyone holding the link; one that opens nothing answers 410
+    # (tests/test_invitations.py).
+    ("GET", "/invitation/<token>"): everyone(410),
+    ("POST", "/invitation/<token>"): everyone(ALLOWED),
     # Confirming an address, a new address, reporting a change: anyone holding the link; one
     # that does not work answers 410 (tests/test_email_confirmation.py, test_email_change.py).
     ("GET", "/confirm-email/<token>"): everyone(410),
@@ -88,6 +92,8 @@ EXPECTED = {
     ("POST", "/users/<int:user_id>/restore"): staff(ALLOWED),
     ("POST", "/users/<int:user_id>/unlock"): staff(ALLOWED),
     ("POST", "/users/bulk"): staff(ALLOWED),
+    ("POST", "/users/<int:user_id>/invitation/resend"): staff(ALLOWED),
+    ("POST", "/users/<int:user_id>/invitation/revoke"): staff(ALLOWED),
     # Importing users from CSV: staff; a job is its importer's and the Admins' (test_imports.py).
     ("GET", "/users/import"): staff(200),
     ("POST", "/users/import"): staff(ALLOWED),

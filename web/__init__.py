@@ -33,13 +33,13 @@ def create_app(config: Config | None = None) -> Quart:
     app.db = Database(config.database_url, audit_key=config.audit_hmac_key)
     QuartAuth(app)
 
-    from .accounts import auth, confirmation, maintenance, profile, recovery, refusals, sessions
+    from .accounts import auth, confirmation, invitation, maintenance, profile, recovery, refusals, sessions
     from .audit import routes as audit_log
     from .core import access, compress, context, errors, formatting, health, pages, render, security
     from .dashboard import routes as dashboard
     from .imports import routes as imports, runner as import_runner
     from .mail import routes as mail, sender as mail_sender
-    from .users import routes as users, sessions as user_sessions
+    from .users import invitations, routes as users, sessions as user_sessions
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
     security.init_app(app)
     formatting.init_app(app)
@@ -51,7 +51,7 @@ def create_app(config: Config | None = None) -> Quart:
     errors.init_app(app)
     refusals.init_app(app)
     for blueprint in (pages.bp, health.bp, auth.bp, recovery.bp, profile.bp, dashboard.bp, users.bp, user_sessions.bp, audit_log.bp,
-                      confirmation.bp):
+                      invitation.bp, invitations.bp, confirmation.bp):
         app.register_blueprint(blueprint)
     if config.bench:
         from .core import bench
