@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, or_, select
 
+from ..core.background import in_every_worker
 from ..core.db import utcnow
 from ..core.tables import account_tokens, login_throttle, sessions
 
@@ -75,15 +76,4 @@ async def purge_forever(db, config, logger, stopping: asyncio.Event) -> None:
 
 
 def init_app(app) -> None:
-    stopping = asyncio.Event()
-
-    @app.before_serving
-    async def start_purging():
-        stopping.clear()
-        app.purging = asyncio.get_running_loop().create_task(
-            purge_forever(app.db, app.config["GATEHOUSE"], app.logger, stopping), name="purge-expired")
-
-    @app.after_serving
-    async def stop_purging():
-        stopping.set()
-        await app.purging  # a purge under way ends first: its batches are short
+    in_every_worker(app, "purging", lambda stopping: purge_forever(app.db, app.config["GATEHOUSE"], app.logger, stopping))

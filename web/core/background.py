@@ -43,3 +43,20 @@ async def repeat(work, wakeup: Wakeup, stopping: asyncio.Event, every_seconds: f
                     waiting.cancel()
     finally:
         wakeup.listeners.discard(woken)
+
+
+def in_every_worker(app, attribute: str, work) -> None:
+    """Runs `await work(stopping)` as a task in each worker, from before_serving on (the task is
+    `app.<attribute>`); after_serving sets `stopping` and waits for the task to end: it is never
+    cancelled, so work under way (a transaction, an SMTP exchange) finishes first."""
+    stopping = asyncio.Event()
+
+    @app.before_serving
+    async def start():
+        stopping.clear()
+        setattr(app, attribute, asyncio.get_running_loop().create_task(work(stopping), name=attribute))
+
+    @app.after_serving
+    async def stop():
+        stopping.set()
+        await getattr(app, attribute)

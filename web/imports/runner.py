@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..accounts import invitation, queries as accounts
 from ..core import audit_trail as audit
-from ..core.background import Wakeup, repeat
+from ..core.background import Wakeup, in_every_worker, repeat
 from ..core.db import utcnow
 from . import jobs, rows as checks
 
@@ -137,16 +137,5 @@ async def run_due(db, stopping: asyncio.Event) -> None:
 
 
 def init_app(app) -> None:
-    stopping = asyncio.Event()
-
-    @app.before_serving
-    async def start_running():
-        stopping.clear()
-        app.import_runner = asyncio.get_running_loop().create_task(
-            repeat(lambda: run_due(app.db, stopping), started, stopping, EVERY_SECONDS, app.logger, "running imports"),
-            name="imports")
-
-    @app.after_serving
-    async def stop_running():
-        stopping.set()
-        await app.import_runner
+    in_every_worker(app, "import_runner", lambda stopping: repeat(
+        lambda: run_due(app.db, stopping), started, stopping, EVERY_SECONDS, app.logger, "running imports"))

@@ -16,7 +16,7 @@ from email.utils import format_datetime
 
 import aiosmtplib
 
-from ..core.background import repeat
+from ..core.background import in_every_worker, repeat
 from ..core.db import utcnow
 from . import outbox
 
@@ -146,17 +146,5 @@ def init_app(app) -> None:
     """Starts the sender in this worker when MAIL_URL names a server; without one (development)
     messages stay in the outbox, readable on /mail."""
     config = app.config["GATEHOUSE"]
-    if config.mail_server is None:
-        return
-    stopping = asyncio.Event()
-
-    @app.before_serving
-    async def start_sending():
-        stopping.clear()
-        app.mail_sender = asyncio.get_running_loop().create_task(
-            send_forever(app.db, config, app.logger, stopping), name="mail-sender")
-
-    @app.after_serving
-    async def stop_sending():
-        stopping.set()
-        await app.mail_sender
+    if config.mail_server is not None:
+        in_every_worker(app, "mail_sender", lambda stopping: send_forever(app.db, config, app.logger, stopping))
