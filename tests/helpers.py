@@ -395,3 +395,16 @@ async def axe_violations(page) -> list:
     result = await page.evaluate("axe.run(document, {resultTypes: ['violations']})")
     return [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
             for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+async def axe_violations_of(browser, page) -> list:
+    """axe_violations of what `page` shows, reloaded in a context of its own that lets axe in
+    past the CSP (the journey's page keeps it) and holds the page's cookies (its session)."""
+    context = await browser.new_context(bypass_csp=True)
+    try:
+        await context.add_cookies(await page.context.cookies())
+        copy = await context.new_page()
+        await copy.goto(page.url)
+        return await axe_violations(copy)
+    finally:
+        await context.close()

@@ -199,8 +199,9 @@ async def request_change(conn, user, email: str) -> None:
     the address, that address gets a note instead of the link (the pending change is recorded
     all the same, so the profile shows the same), and confirming would refuse anyway."""
     token = await tokens.issue(conn, user, tokens.EMAIL, email=email)
-    if await queries.email_taken(conn, email, except_id=user.id):
-        await mailing.send(conn, "email_change_taken", email, "Someone tried to use your address",
+    holder = await queries.find_by_login(conn, email)
+    if holder is not None and holder.id != user.id:
+        await mailing.send(conn, "email_change_taken", holder.email, "Someone tried to use your address",
                            when=mailing.circumstances()["when"])
     else:
         await mailing.send(conn, "email_change", email, "Confirm your new email address", token=token,
