@@ -34,7 +34,8 @@ def sheet() -> str:
 async def test_import_a_file_with_mistakes_preview_fix_skip_progress_and_result(live_server, page, admin, db, tmp_path):
     csv_file = tmp_path / "team.csv"
     csv_file.write_text(sheet(), encoding="utf-8-sig")
-    await log_in(page, live_server, ADMIN, "/users/import")
+    await log_in(page, live_server, ADMIN, "/users")
+    await page.locator("a", has_text="Import from CSV").click()
     await expect(page.locator("h1")).to_have_text("Import users")
 
     await page.locator("#import-file").set_input_files(str(csv_file))
