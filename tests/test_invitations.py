@@ -24,7 +24,7 @@ from web.accounts.auth import LOGIN_FAILED
 from web.core.db import utcnow
 from web.core.tables import account_tokens, outbox, users
 from web.users.invitations import RESENDS_PER_HOUR
-from web.users.routes import LAST_ADMIN
+from web.users.edits import LAST_ADMIN
 
 NEW_PASSWORD = "lantern quarry velvet orbit"
 INVALID = "This invitation is invalid or has expired"

@@ -12,7 +12,7 @@ from helpers import (
     user_row,
 )
 from web.core.tables import audit_events, users
-from web.users.routes import LAST_ADMIN
+from web.users.edits import LAST_ADMIN
 
 
 def edit_form(row, **changes) -> dict:

@@ -14,7 +14,7 @@ from helpers import (
 from web.core.db import utcnow
 from web.core.tables import audit_events, users
 from web.core.security import unmask
-from web.users.routes import LAST_ADMIN
+from web.users.edits import LAST_ADMIN
 
 # ---- helpers -----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from ..core.keyset import Page
 from ..core.spreadsheet import csv_line
 from ..core.render import go, is_htmx, render, toast
 from ..core.security import same_origin
-from ..users.routes import (
+from ..users.edits import (
     EDITABLE, describe_change, edit_user, may_change, parse_version, restore_user, row_values,
 )
 from .queries import (
