@@ -285,6 +285,22 @@ def mail_server(mail_server_url, smtp_server, db) -> Served:
     return Served(mail_server_url, smtp_server)
 
 
+@pytest.fixture
+def mailed(monkeypatch) -> list:
+    """The messages this process's app posts to the outbox during the test, as composed (their
+    links' tokens included). In-process tests read links here, not from the outbox table: once
+    a test has started mail_server, its senders work on the same database and may send a
+    message, blanking its stored copy, before the test reads it."""
+    from web.mail import outbox
+    messages, post = [], outbox.post
+
+    async def recording(conn, message, **kwargs):
+        messages.append(message)
+        return await post(conn, message, **kwargs)
+    monkeypatch.setattr(outbox, "post", recording)
+    return messages
+
+
 async def _create_schema(url: str) -> None:
     database = Database(url)
     await database.create_schema()

@@ -334,14 +334,14 @@ async def mail_to(db, address: str, kind: str):
                       .order_by(outbox.c.id))
 
 
-async def mailed_path(db, address: str, kind: str, prefix: str, nth: int = -1) -> str:
-    """The path of the link starting with `prefix` in the `nth` message of `kind` to `address`
-    (its token included: the outbox keeps it until the message is sent)."""
-    messages = await mail_to(db, address, kind)
+def mailed_path(mailed: list, address: str, kind: str, prefix: str, nth: int = -1) -> str:
+    """The path of the link starting with `prefix` (its token included) in the `nth` message of
+    `kind` to `address` the app posted (the `mailed` fixture)."""
+    messages = [m for m in mailed if m.recipient == address and m.kind == kind]
     assert messages, f"no {kind} message to {address}"
-    paths = [urlsplit(url).path for url in MAILED_LINK.findall(messages[nth].text_body)]
+    paths = [urlsplit(url).path for url in MAILED_LINK.findall(messages[nth].text)]
     found = [path for path in paths if path.startswith(prefix)]
-    assert found, (prefix, messages[nth].text_body)
+    assert found, (prefix, messages[nth].text)
     return found[0]
 
 

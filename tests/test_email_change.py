@@ -29,12 +29,12 @@ async def ask(client, email: str, password: str = PASSWORD, **kwargs):
     return await post(client, "/profile/email", {"email": email, "current_password": password}, **kwargs)
 
 
-async def change_link(db, address: str, nth: int = -1) -> str:
-    return await mailed_path(db, address, "email_change", "/confirm-email-change/", nth)
+def change_link(mailed: list, address: str, nth: int = -1) -> str:
+    return mailed_path(mailed, address, "email_change", "/confirm-email-change/", nth)
 
 
-async def report_link(db, address: str, kind: str = "email_change_requested", nth: int = -1) -> str:
-    return await mailed_path(db, address, kind, "/report-email-change/", nth)
+def report_link(mailed: list, address: str, kind: str = "email_change_requested", nth: int = -1) -> str:
+    return mailed_path(mailed, address, kind, "/report-email-change/", nth)
 
 
 async def signed_in(app, make_user, username: str = "alice", **kwargs):
@@ -80,7 +80,7 @@ async def test_asking_mails_a_link_to_the_new_address_and_a_notice_to_the_old(ap
     assert event.changes == {"requested_email": [None, "alice.new@example.com"]}
 
 
-async def test_a_taken_address_gets_the_same_answer_and_leaves_the_same_traces(app, db, make_user):
+async def test_a_taken_address_gets_the_same_answer_and_leaves_the_same_traces(mailed, app, db, make_user):
     await make_user(username="bob", email="bob@example.com")
     alice, client = await signed_in(app, make_user)
     answers, pages = [], []
@@ -91,8 +91,10 @@ async def test_a_taken_address_gets_the_same_answer_and_leaves_the_same_traces(a
         pages.append(anonymised(await text(await client.get("/profile")), address))
     assert answers[0] == answers[1] and answers[0][0] == 200
     assert pages[0] == pages[1]
-    first, second = await mail_to(db, "alice@example.com", "email_change_requested")
-    assert anonymised(first.text_body, "bob@example.com") == anonymised(second.text_body, "free@example.com")
+    first, second = [m for m in mailed if m.kind == "email_change_requested"]
+    assert first.recipient == second.recipient == "alice@example.com"
+    assert anonymised(first.text, "bob@example.com") == anonymised(second.text, "free@example.com")
+    assert anonymised(first.html, "bob@example.com") == anonymised(second.html, "free@example.com")
     assert first.subject == second.subject
     # The owner of the taken address hears why nothing comes; no link is sent anywhere for it.
     links = await rows(db, select(outbox.c.recipient).where(outbox.c.kind == "email_change"))
@@ -130,20 +132,20 @@ async def test_asking_is_limited_per_new_address_across_accounts(app, db, make_u
     assert len(await mail_to(db, "wanted@example.com", "email_change")) == confirmation.CHANGES_PER_ADDRESS
 
 
-async def test_a_newer_request_replaces_the_link(app, client, db, make_user):
+async def test_a_newer_request_replaces_the_link(mailed, app, client, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "first@example.com")
-    first = await change_link(db, "first@example.com")
+    first = change_link(mailed, "first@example.com")
     await ask(client, "second@example.com")
     assert (await client.get(first)).status_code == 410
-    assert (await client.get(await change_link(db, "second@example.com"))).status_code == 200
+    assert (await client.get(change_link(mailed, "second@example.com"))).status_code == 200
     assert "second@example.com" in element_text(await text(await client.get("/profile")), "profile-email-pending")
 
 
-async def test_cancelling_the_pending_change_kills_its_link(app, db, make_user):
+async def test_cancelling_the_pending_change_kills_its_link(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "alice.new@example.com")
-    link = await change_link(db, "alice.new@example.com")
+    link = change_link(mailed, "alice.new@example.com")
     response = await post(client, "/profile/email/cancel", headers=htmx("profile-email-form"))
     html = await text(response)
     assert response.status_code == 200 and 'id="profile-email-pending"' not in html
@@ -156,24 +158,24 @@ async def test_cancelling_the_pending_change_kills_its_link(app, db, make_user):
     assert len(await audit_rows(db, "email_change_cancelled")) == 1
 
 
-async def test_an_expired_change_is_no_longer_shown_nor_confirmed(app, db, make_user):
+async def test_an_expired_change_is_no_longer_shown_nor_confirmed(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "alice.new@example.com")
     async with db.write() as conn:  # the clock moved past its day
         await conn.execute(update(account_tokens).where(account_tokens.c.purpose == "email")
                            .values(expires_at=utcnow() - timedelta(seconds=1)))
     assert 'id="profile-email-pending"' not in await text(await client.get("/profile"))
-    link = await change_link(db, "alice.new@example.com")
+    link = change_link(mailed, "alice.new@example.com")
     assert (await client.get(link)).status_code == 410
     assert (await post(client, link)).status_code == 410
 
 
 # ---- confirming --------------------------------------------------------------------------
 
-async def test_opening_the_link_shows_a_button_and_changes_nothing(app, db, make_user):
+async def test_opening_the_link_shows_a_button_and_changes_nothing(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "alice.new@example.com")
-    link = await change_link(db, "alice.new@example.com")
+    link = change_link(mailed, "alice.new@example.com")
     for _ in range(2):
         response = await app.test_client().get(link)
         html = await text(response)
@@ -182,10 +184,10 @@ async def test_opening_the_link_shows_a_button_and_changes_nothing(app, db, make
     assert (await user_row(db, alice["id"])).email == "alice@example.com"
 
 
-async def test_confirming_moves_the_address_audits_and_tells_the_old_one(app, db, make_user):
+async def test_confirming_moves_the_address_audits_and_tells_the_old_one(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "alice.new@example.com")
-    response = await post(client, await change_link(db, "alice.new@example.com"))
+    response = await post(client, change_link(mailed, "alice.new@example.com"))
     assert response.status_code == 303 and location(response) == "/profile"
     account = await user_row(db, alice["id"])
     assert account.email == "alice.new@example.com" and account.email_confirmed_at is not None
@@ -200,19 +202,19 @@ async def test_confirming_moves_the_address_audits_and_tells_the_old_one(app, db
     assert 'id="profile-email-pending"' not in html
 
 
-async def test_confirming_from_another_browser_goes_to_the_login_page(app, db, make_user):
+async def test_confirming_from_another_browser_goes_to_the_login_page(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "alice.new@example.com")
-    response = await post(app.test_client(), await change_link(db, "alice.new@example.com"))
+    response = await post(app.test_client(), change_link(mailed, "alice.new@example.com"))
     assert response.status_code == 303 and location(response) == "/login"
     assert (await user_row(db, alice["id"])).email == "alice.new@example.com"
 
 
-async def test_an_address_taken_between_asking_and_confirming_is_refused_clearly(app, db, make_user):
+async def test_an_address_taken_between_asking_and_confirming_is_refused_clearly(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "wanted@example.com")
     await make_user(username="quick", email="wanted@example.com")
-    link = await change_link(db, "wanted@example.com")
+    link = change_link(mailed, "wanted@example.com")
     response = await post(client, link)
     html = await text(response)
     assert response.status_code == 409 and TAKEN in html and 'href="/profile"' in html
@@ -221,7 +223,7 @@ async def test_an_address_taken_between_asking_and_confirming_is_refused_clearly
     assert (await client.get(link)).status_code == 410, "used up"
 
 
-async def test_a_unique_violation_at_the_write_is_the_same_refusal(app, db, make_user, monkeypatch):
+async def test_a_unique_violation_at_the_write_is_the_same_refusal(mailed, app, db, make_user, monkeypatch):
     """The check and the write are in one transaction, but on PostgreSQL another transaction
     may commit the address between them: the unique index refuses it, never a 500."""
     alice, client = await signed_in(app, make_user)
@@ -231,17 +233,17 @@ async def test_a_unique_violation_at_the_write_is_the_same_refusal(app, db, make
     async def not_taken(conn, email, except_id=None):
         return False
     monkeypatch.setattr(queries, "email_taken", not_taken)
-    link = await change_link(db, "wanted@example.com")
+    link = change_link(mailed, "wanted@example.com")
     response = await post(client, link)
     assert response.status_code == 409 and TAKEN in await text(response)
     assert (await user_row(db, alice["id"])).email == "alice@example.com"
     assert (await client.get(link)).status_code == 200, "rolled back: the link still works"
 
 
-async def test_two_confirmations_of_one_link_make_one_change(app, db, make_user):
+async def test_two_confirmations_of_one_link_make_one_change(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "alice.new@example.com")
-    link = await change_link(db, "alice.new@example.com")
+    link = change_link(mailed, "alice.new@example.com")
     assert (await post(client, link)).status_code == 303
     assert (await post(client, link)).status_code == 410
     assert len(await audit_rows(db, "update")) == 1
@@ -249,41 +251,41 @@ async def test_two_confirmations_of_one_link_make_one_change(app, db, make_user)
 
 # ---- reporting ---------------------------------------------------------------------------
 
-async def test_opening_the_report_link_shows_a_button_and_does_nothing(app, db, make_user):
+async def test_opening_the_report_link_shows_a_button_and_does_nothing(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "alice.new@example.com")
-    link = await report_link(db, "alice@example.com")
+    link = report_link(mailed, "alice@example.com")
     response = await app.test_client().get(link)
     html = await text(response)
     assert response.status_code == 200 and "It was not me: secure my account</button>" in html
     assert len(await session_rows(db, alice["id"])) == 1
-    assert (await client.get(await change_link(db, "alice.new@example.com"))).status_code == 200
+    assert (await client.get(change_link(mailed, "alice.new@example.com"))).status_code == 200
 
 
-async def test_a_report_before_the_change_cancels_it_and_ends_every_session(app, db, make_user):
+async def test_a_report_before_the_change_cancels_it_and_ends_every_session(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await open_session(app, app.test_client(), alice["id"])
     await ask(client, "thief@example.com")
-    response = await post(app.test_client(), await report_link(db, "alice@example.com"))
+    response = await post(app.test_client(), report_link(mailed, "alice@example.com"))
     html = await text(response)
     assert response.status_code == 200 and "Your account is secured" in html
     assert 'href="/forgot-password"' in html
     assert await session_rows(db, alice["id"]) == []
-    assert (await app.test_client().get(await change_link(db, "thief@example.com"))).status_code == 410
+    assert (await app.test_client().get(change_link(mailed, "thief@example.com"))).status_code == 410
     assert (await user_row(db, alice["id"])).email == "alice@example.com"
     [event] = await audit_rows(db, "email_change_reported")
     assert event.changes == {"sessions_ended": [None, 2]} and event.target_id == alice["id"]
 
 
-async def test_a_report_after_the_change_puts_the_old_address_back(app, db, make_user):
+async def test_a_report_after_the_change_puts_the_old_address_back(mailed, app, db, make_user):
     alice, thief = await signed_in(app, make_user)
     await ask(thief, "thief@example.com")
-    await post(thief, await change_link(db, "thief@example.com"))
+    await post(thief, change_link(mailed, "thief@example.com"))
     assert (await user_row(db, alice["id"])).email == "thief@example.com"
     # Whoever moved the address asks for another change: its notice (and report link) goes to
     # their own address, and the old address's link lives on.
     await ask(thief, "thief.two@example.com")
-    response = await post(app.test_client(), await report_link(db, "alice@example.com"))
+    response = await post(app.test_client(), report_link(mailed, "alice@example.com"))
     html = await text(response)
     assert response.status_code == 200 and "Its email address is alice@example.com again." in html
     account = await user_row(db, alice["id"])
@@ -297,32 +299,32 @@ async def test_a_report_after_the_change_puts_the_old_address_back(app, db, make
     # Every other link of the account died with the report: the pending change and the
     # report link sent to the thief's address.
     assert (await thief.get("/dashboard")).status_code == 302, "logged out"
-    assert (await app.test_client().get(await change_link(db, "thief.two@example.com"))).status_code == 410
-    assert (await app.test_client().get(await report_link(db, "thief@example.com"))).status_code == 410
+    assert (await app.test_client().get(change_link(mailed, "thief.two@example.com"))).status_code == 410
+    assert (await app.test_client().get(report_link(mailed, "thief@example.com"))).status_code == 410
 
 
-async def test_the_changed_notice_carries_a_report_link_of_its_own(app, db, make_user):
+async def test_the_changed_notice_carries_a_report_link_of_its_own(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "thief@example.com")
-    await post(client, await change_link(db, "thief@example.com"))
-    response = await post(app.test_client(), await report_link(db, "alice@example.com", "email_changed"))
+    await post(client, change_link(mailed, "thief@example.com"))
+    response = await post(app.test_client(), report_link(mailed, "alice@example.com", "email_changed"))
     assert response.status_code == 200
     assert (await user_row(db, alice["id"])).email == "alice@example.com"
 
 
-async def test_reporting_from_the_accounts_own_session_logs_this_browser_out(app, db, make_user):
+async def test_reporting_from_the_accounts_own_session_logs_this_browser_out(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "alice.new@example.com")
-    response = await post(client, await report_link(db, "alice@example.com"))
+    response = await post(client, report_link(mailed, "alice@example.com"))
     assert response.status_code == 200 and "Signed in as" not in await text(response)
     assert (await client.get("/dashboard")).status_code == 302
 
 
 @pytest.mark.parametrize("spoil", ["used", "expired", "admin changed the address", "unknown"])
-async def test_a_report_link_that_does_not_work_answers_one_page(app, db, make_user, spoil):
+async def test_a_report_link_that_does_not_work_answers_one_page(mailed, app, db, make_user, spoil):
     alice, client = await signed_in(app, make_user)
     await ask(client, "alice.new@example.com")
-    link = await report_link(db, "alice@example.com")
+    link = report_link(mailed, "alice@example.com")
     if spoil == "used":
         assert (await post(app.test_client(), link)).status_code == 200
     elif spoil == "expired":  # the clock moved past its seven days
@@ -341,12 +343,12 @@ async def test_a_report_link_that_does_not_work_answers_one_page(app, db, make_u
     assert len(await session_rows(db, alice["id"])) == sessions_before
 
 
-async def test_a_report_when_the_old_address_was_taken_meanwhile_still_secures_the_account(app, db, make_user):
+async def test_a_report_when_the_old_address_was_taken_meanwhile_still_secures_the_account(mailed, app, db, make_user):
     alice, client = await signed_in(app, make_user)
     await ask(client, "thief@example.com")
-    await post(client, await change_link(db, "thief@example.com"))
+    await post(client, change_link(mailed, "thief@example.com"))
     await make_user(username="squatter", email="alice@example.com")
-    response = await post(app.test_client(), await report_link(db, "alice@example.com"))
+    response = await post(app.test_client(), report_link(mailed, "alice@example.com"))
     html = await text(response)
     assert response.status_code == 200 and "could not be put back" in html
     assert (await user_row(db, alice["id"])).email == "thief@example.com"

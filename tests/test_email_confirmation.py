@@ -37,16 +37,16 @@ async def unconfirmed(db, make_user, **kwargs) -> dict:
     return account
 
 
-async def link_for(db, address: str, nth: int = -1) -> str:
-    return await mailed_path(db, address, "confirm", "/confirm-email/", nth)
+def link_for(mailed: list, address: str, nth: int = -1) -> str:
+    return mailed_path(mailed, address, "confirm", "/confirm-email/", nth)
 
 
-async def send_link(app, account: dict) -> str:
+async def send_link(app, mailed: list, account: dict) -> str:
     """A confirmation link mailed to `account`, as the app mails one; its path."""
     async with app.app_context():
         async with app.db.write() as conn:
             await confirmation.send_link(conn, await queries.get_user(conn, account["id"]))
-    return await link_for(app.db, account["email"])
+    return link_for(mailed, account["email"])
 
 
 async def register(client, **form):
@@ -96,9 +96,9 @@ async def test_a_registration_refused_sends_nothing(client, db, make_user):
     assert await rows(db, select(outbox)) == [] and await rows(db, select(account_tokens)) == []
 
 
-async def test_opening_the_link_shows_a_button_and_confirms_nothing(app, client, db, make_user):
+async def test_opening_the_link_shows_a_button_and_confirms_nothing(mailed, app, client, db, make_user):
     alice = await unconfirmed(db, make_user, username="alice")
-    path = await send_link(app, alice)
+    path = await send_link(app, mailed, alice)
     for _ in range(2):  # a mail scanner, then the person
         response = await client.get(path)
         html = await text(response)
@@ -107,9 +107,9 @@ async def test_opening_the_link_shows_a_button_and_confirms_nothing(app, client,
     assert (await user_row(db, alice["id"])).email_confirmed_at is None
 
 
-async def test_confirming_sets_the_address_confirmed_audits_and_sends_to_login(app, client, db, make_user):
+async def test_confirming_sets_the_address_confirmed_audits_and_sends_to_login(mailed, app, client, db, make_user):
     alice = await unconfirmed(db, make_user, username="alice")
-    response = await post(client, await send_link(app, alice))
+    response = await post(client, await send_link(app, mailed, alice))
     assert response.status_code == 303 and location(response) == "/login"
     assert (await user_row(db, alice["id"])).email_confirmed_at is not None
     [event_row] = await audit_rows(db, "email_confirmed")
@@ -118,27 +118,27 @@ async def test_confirming_sets_the_address_confirmed_audits_and_sends_to_login(a
     assert "You can log in now" in (await text(await client.get("/login")))
 
 
-async def test_confirming_when_signed_in_goes_to_the_dashboard_and_the_banner_goes(app, client, db):
+async def test_confirming_when_signed_in_goes_to_the_dashboard_and_the_banner_goes(mailed, app, client, db):
     await register(client)
     assert BANNER in await text(await client.get("/dashboard"))
-    response = await post(client, await link_for(db, "newcomer@example.com"), headers=htmx())
+    response = await post(client, link_for(mailed, "newcomer@example.com"), headers=htmx())
     assert response.headers["HX-Location"] == "/dashboard"
     html = await text(await client.get("/dashboard"))
     assert "Your email address is confirmed." in html and BANNER not in html
 
 
 @pytest.mark.parametrize("spoil", ["used", "expired", "replaced", "unknown", "address changed", "deactivated"])
-async def test_a_link_that_does_not_work_answers_one_page_with_a_way_to_a_new_one(app, client, db, make_user,
+async def test_a_link_that_does_not_work_answers_one_page_with_a_way_to_a_new_one(mailed, app, client, db, make_user,
                                                                                   spoil):
     alice = await unconfirmed(db, make_user, username="alice")
-    path = await send_link(app, alice)
+    path = await send_link(app, mailed, alice)
     if spoil == "used":
         assert (await post(client, path)).status_code == 303
     elif spoil == "expired":  # the clock moved past its two days
         async with db.write() as conn:
             await conn.execute(update(account_tokens).values(expires_at=utcnow() - timedelta(seconds=1)))
     elif spoil == "replaced":
-        assert await send_link(app, alice) != path
+        assert await send_link(app, mailed, alice) != path
     elif spoil == "unknown":
         path = "/confirm-email/" + secrets.token_urlsafe(32)
     elif spoil == "address changed":
@@ -196,9 +196,9 @@ async def test_the_banner_costs_no_query_of_its_own(app, client, db, make_user):
     assert "FROM sessions JOIN users" in session_read and "email_confirmed_at" in session_read
 
 
-async def test_send_it_again_mails_a_new_link_that_replaces_the_old(app, client, db, make_user):
+async def test_send_it_again_mails_a_new_link_that_replaces_the_old(mailed, app, client, db, make_user):
     alice = await unconfirmed(db, make_user, username="alice")
-    first = await send_link(app, alice)
+    first = await send_link(app, mailed, alice)
     await open_session(app, client, alice["id"])
     response = await post(client, "/confirm-email/send", {"back": "/profile"}, headers=htmx("confirm-banner"))
     assert response.status_code == 200
@@ -207,7 +207,7 @@ async def test_send_it_again_mails_a_new_link_that_replaces_the_old(app, client,
     assert f"We sent a new link to {alice['email']}." in html
     assert len(await mail_to(db, alice["email"], "confirm")) == 2
     assert (await client.get(first)).status_code == 410
-    assert (await client.get(await link_for(db, alice["email"]))).status_code == 200
+    assert (await client.get(link_for(mailed, alice["email"]))).status_code == 200
 
 
 async def test_send_it_again_without_javascript_goes_back_to_the_page(app, client, db, make_user):
@@ -356,10 +356,10 @@ async def test_required_the_refusal_by_htmx_brings_the_resend_form_out_of_band(s
     assert 'hx-post="/confirm-email/resend"' in html and 'value=""' in html  # a username: no address to fill
 
 
-async def test_required_a_confirmed_address_logs_in(strict_app, db, make_user):
+async def test_required_a_confirmed_address_logs_in(mailed, strict_app, db, make_user):
     alice = await unconfirmed(db, make_user, username="alice")
     client = strict_app.test_client()
-    assert (await post(client, await send_link(strict_app, alice))).status_code == 303
+    assert (await post(client, await send_link(strict_app, mailed, alice))).status_code == 303
     response = await login(client, "alice")
     assert response.status_code == 303 and location(response) == "/dashboard"
 
