@@ -341,7 +341,7 @@ async def test_required_a_right_password_for_an_unconfirmed_account_says_why_and
 
 
 async def test_required_a_wrong_password_says_only_that_it_is_wrong(strict_app, db, make_user):
-    alice = await unconfirmed(db, make_user, username="alice")
+    await unconfirmed(db, make_user, username="alice")
     response = await login(strict_app.test_client(), "alice", "not the password at all")
     html = await text(response)
     assert response.status_code == 401 and UNCONFIRMED not in html and "confirm-resend" not in html
