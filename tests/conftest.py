@@ -230,10 +230,16 @@ def hypercorn(database_url: str, log_dir: Path, workers: int = 1, **env_extra: s
         process.wait(timeout=30)
 
 
+# The session's servers share the test database with in-process tests: their workers must
+# not look for mail and imports that in-process tests leave in it (and send or run them under
+# those tests' feet). What a server's own requests commit still starts at once.
+QUIET = {"BACKGROUND_POLL_SECONDS": "86400"}
+
+
 @pytest.fixture(scope="session")
 def live_server_url(database_url, tmp_path_factory):
     """The real app under Hypercorn, on a port of its own, on the test database."""
-    with hypercorn(database_url, tmp_path_factory.mktemp("server")) as url:
+    with hypercorn(database_url, tmp_path_factory.mktemp("server"), **QUIET) as url:
         yield url
 
 
@@ -242,7 +248,7 @@ def workers_server_url(database_url, tmp_path_factory):
     """The app as deployed for concurrency: two Hypercorn workers on PostgreSQL (sharing
     nothing but the database); on SQLite the one worker it runs with."""
     workers = 1 if database_url.startswith("sqlite") else 2
-    with hypercorn(database_url, tmp_path_factory.mktemp("workers"), workers) as url:
+    with hypercorn(database_url, tmp_path_factory.mktemp("workers"), workers, **QUIET) as url:
         yield url
 
 
@@ -266,7 +272,7 @@ def mail_server_url(database_url, tmp_path_factory, smtp_server):
     """The app as deployed with mail: Hypercorn (two workers on PostgreSQL, one on SQLite)
     sending through smtp_server, its BASE_URL its own address."""
     workers = 1 if database_url.startswith("sqlite") else 2
-    with hypercorn(database_url, tmp_path_factory.mktemp("mail"), workers,
+    with hypercorn(database_url, tmp_path_factory.mktemp("mail"), workers, **QUIET,
                    MAIL_URL=f"smtp://127.0.0.1:{smtp_server.port}?starttls=0") as url:
         yield url
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -239,7 +240,7 @@ async def test_a_worker_sends_from_before_serving_and_its_sender_ends_with_servi
 async def test_a_message_posted_wakes_the_sender_at_once(db, mail_config, smtp, monkeypatch):
     """A resting sender would look again only after an hour here: the message arrives because
     its commit woke the sender."""
-    monkeypatch.setattr(sender, "EVERY_SECONDS", 3600)
+    mail_config = replace(mail_config, poll_seconds=3600)
     drained = asyncio.Event()
     real_drain = sender.drain
 
@@ -376,3 +377,11 @@ def test_mail_from_defaults_to_base_url_host_and_refuses_a_bad_address(tmp_path)
     assert from_env(tmp_path, **PRODUCTION).mail_from == "Gatehouse <noreply@accounts.example.com>"
     with pytest.raises(ConfigError, match="MAIL_FROM"):
         from_env(tmp_path, MAIL_FROM="nobody")
+
+
+def test_background_poll_seconds_is_read_and_checked(tmp_path):
+    assert from_env(tmp_path).poll_seconds == 5
+    assert from_env(tmp_path, BACKGROUND_POLL_SECONDS="0.5").poll_seconds == 0.5
+    for bad in ("soon", "0", "100000"):
+        with pytest.raises(ConfigError, match="BACKGROUND_POLL_SECONDS"):
+            from_env(tmp_path, BACKGROUND_POLL_SECONDS=bad)

@@ -134,6 +134,9 @@ class Config:
     # Unconfirmed addresses cannot log in (otherwise a banner asks to confirm).
     require_email_confirmation: bool = False
     invitation_days: int = 7
+    # How often each worker looks for mail to send and imports to run that another process
+    # left (a crashed worker, the command line); what its own process commits starts at once.
+    poll_seconds: float = 5.0
     bench: bool = False
     # Only requests from these proxies may say, in forwarded headers, who the client is.
     trusted_proxies: tuple[Network, ...] = ()
@@ -187,6 +190,13 @@ class Config:
             raise ConfigError(f"INVITATION_DAYS must be a number of days, not {environ.get('INVITATION_DAYS')!r}") from None
         if not 1 <= invitation_days <= 90:
             raise ConfigError(f"INVITATION_DAYS must be between 1 and 90, not {invitation_days}")
+        try:
+            poll_seconds = float(environ.get("BACKGROUND_POLL_SECONDS", "5"))
+        except ValueError:
+            raise ConfigError(f"BACKGROUND_POLL_SECONDS must be a number of seconds, "
+                              f"not {environ.get('BACKGROUND_POLL_SECONDS')!r}") from None
+        if not 0.1 <= poll_seconds <= 86400:
+            raise ConfigError(f"BACKGROUND_POLL_SECONDS must be between 0.1 and 86400, not {poll_seconds}")
         production = env == "production"
         mail_url = environ.get("MAIL_URL", "").strip()
         if not mail_url and production:
@@ -202,6 +212,7 @@ class Config:
             registration_open=_flag(environ.get("REGISTRATION_OPEN"), True),
             require_email_confirmation=_flag(environ.get("REQUIRE_EMAIL_CONFIRMATION"), False),
             invitation_days=invitation_days,
+            poll_seconds=poll_seconds,
             bench=_flag(environ.get("GATEHOUSE_BENCH"), False),
             trusted_proxies=trusted_networks(environ.get("TRUSTED_PROXIES")),
             audit_hmac_key=audit_key,

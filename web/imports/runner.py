@@ -21,7 +21,6 @@ from . import jobs, rows as checks
 BATCH = 100
 # Longer than a batch can take: a runner renews it at every batch.
 LEASE = timedelta(seconds=60)
-EVERY_SECONDS = 5
 started = Wakeup()
 IMPORTERS = ("Admin", "Manager")
 
@@ -138,4 +137,4 @@ async def run_due(db, stopping: asyncio.Event) -> None:
 
 def init_app(app) -> None:
     in_every_worker(app, "import_runner", lambda stopping: repeat(
-        lambda: run_due(app.db, stopping), started, stopping, EVERY_SECONDS, app.logger, "running imports"))
+        lambda: run_due(app.db, stopping), started, stopping, app.config["GATEHOUSE"].poll_seconds, app.logger, "running imports"))

@@ -22,7 +22,6 @@ from . import outbox
 
 # Each SMTP step (connect, EHLO, AUTH, MAIL, RCPT, DATA) waits at most this long.
 TIMEOUT = 30
-EVERY_SECONDS = 5  # how often a worker looks for due mail, on average
 
 
 # The server's answers about this message (its sender, recipient or content), as opposed to
@@ -138,7 +137,7 @@ async def deliver(db, connection, row, now, done: Drained, rng) -> None:
 
 async def send_forever(db, config, logger, stopping: asyncio.Event) -> None:
     """The worker's task: drain, then rest, until `stopping` is set."""
-    await repeat(lambda: drain(db, config, stopping=stopping), outbox.posted, stopping, EVERY_SECONDS,
+    await repeat(lambda: drain(db, config, stopping=stopping), outbox.posted, stopping, config.poll_seconds,
                  logger, "sending mail from the outbox")
 
 
