@@ -22,6 +22,19 @@ def _flag(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _number(environ, name: str, kind: type, default: str, low, high, unit: str = ""):
+    """The number `name` holds (`kind`: int or float), `default` when unset, between `low` and
+    `high` inclusive; `unit` names what it counts in the error ("of days")."""
+    text = environ.get(name, default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number{unit}, not {text!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
 def _development_secret(instance: Path) -> str:
     """A random key generated once and kept in instance/, so sessions survive restarts."""
     path = instance / "secret_key"
@@ -178,25 +191,9 @@ class Config:
         if not url:
             instance.mkdir(parents=True, exist_ok=True)
             url = f"sqlite+aiosqlite:///{instance / 'gatehouse.sqlite3'}"
-        try:
-            port = int(environ.get("PORT", "8000"))
-        except ValueError:
-            raise ConfigError(f"PORT must be a number, not {environ.get('PORT')!r}") from None
-        if not 1 <= port <= 65535:
-            raise ConfigError(f"PORT must be between 1 and 65535, not {port}")
-        try:
-            invitation_days = int(environ.get("INVITATION_DAYS", "7"))
-        except ValueError:
-            raise ConfigError(f"INVITATION_DAYS must be a number of days, not {environ.get('INVITATION_DAYS')!r}") from None
-        if not 1 <= invitation_days <= 90:
-            raise ConfigError(f"INVITATION_DAYS must be between 1 and 90, not {invitation_days}")
-        try:
-            poll_seconds = float(environ.get("BACKGROUND_POLL_SECONDS", "5"))
-        except ValueError:
-            raise ConfigError(f"BACKGROUND_POLL_SECONDS must be a number of seconds, "
-                              f"not {environ.get('BACKGROUND_POLL_SECONDS')!r}") from None
-        if not 0.1 <= poll_seconds <= 86400:
-            raise ConfigError(f"BACKGROUND_POLL_SECONDS must be between 0.1 and 86400, not {poll_seconds}")
+        port = _number(environ, "PORT", int, "8000", 1, 65535)
+        invitation_days = _number(environ, "INVITATION_DAYS", int, "7", 1, 90, " of days")
+        poll_seconds = _number(environ, "BACKGROUND_POLL_SECONDS", float, "5", 0.1, 86400, " of seconds")
         production = env == "production"
         mail_url = environ.get("MAIL_URL", "").strip()
         if not mail_url and production:
