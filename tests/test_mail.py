@@ -164,6 +164,49 @@ async def test_secrets_are_removed_from_the_stored_message_once_sent(db, mail_co
     assert token not in row.text_body and token not in row.html_body and row.secrets is None
 
 
+async def test_in_production_a_secret_is_never_stored_in_clear(db, mail_config, smtp):
+    """Sealed at once (encrypted under a key derived from SECRET_KEY), put back only in what
+    is sent to the SMTP server, and blanked once sent."""
+    token = "s3cret-token-Abc123"
+    message = compose(mail_config, "test", to="sealed@example.com", subject="Test message", url=token)
+    message = replace(message, text=f"Open https://x.example/reset/{token}", html=f'<a href="/r/{token}">x</a>')
+    async with db.write() as conn:
+        await outbox.enqueue(conn, message, secrets=[token], seal=outbox.seal_key(mail_config.secret_key))
+    [row] = await stored(db)
+    assert token not in str(tuple(row))
+    assert "[sealed 0]" in row.text_body and "[sealed 0]" in row.html_body
+    await sender.drain(db, mail_config)
+    assert f"https://x.example/reset/{token}" in smtp.received[0].get_body(("plain",)).get_content()
+    [row] = await stored(db)
+    assert row.sent_at is not None and row.secrets is None and "sealed" not in row.text_body
+    assert outbox.BLANKED in row.text_body
+
+
+async def test_a_message_sealed_under_another_secret_key_is_given_up(db, mail_config, smtp):
+    message = compose(mail_config, "test", to="old-key@example.com", subject="Test message")
+    message = replace(message, text="link: tok-123")
+    async with db.write() as conn:
+        await outbox.enqueue(conn, message, secrets=["tok-123"], seal=outbox.seal_key("an older key " * 4))
+    done = await sender.drain(db, mail_config)
+    assert (done.sent, done.failed) == (0, 1) and "another SECRET_KEY" in done.errors[0]
+    assert smtp.received == []
+
+
+async def test_mail_from_the_app_is_sealed_in_production_only(db, database_url, make_user, mailed):
+    from web.accounts import mailing
+    for production in (False, True):
+        config = make_config(database_url, env="production" if production else "development",
+                             base_url="https://accounts.example.com")
+        app = create_app(config)
+        async with app.test_request_context("/"), db.write() as conn:
+            await mailing.send(conn, "reset", f"p{production}@example.com", "Reset your password",
+                               token="tok-secret-" + str(production), path="reset-password",
+                               username="someone", minutes=30, when="now", ip="", browser="")
+    rows_ = await stored(db)
+    assert "tok-secret-False" in rows_[0].text_body
+    assert "tok-secret-True" not in rows_[1].text_body + rows_[1].html_body + str(rows_[1].secrets)
+
+
 async def test_saves_succeed_while_the_smtp_server_stalls(db, mail_config, smtp, make_user):
     """The sender holds no transaction (SQLite: no write lock) while it talks to the server."""
     smtp.script = ["stall"]

@@ -16,7 +16,10 @@ async def send(conn, kind: str, to: str, subject: str, *, token: str = "", **con
     if token:
         context["url"] = link(config, f"/{context.pop('path')}/{token}")
     message = compose(config, kind, to=to, subject=subject, **context)
-    await outbox.post(conn, message, secrets=(token,))
+    # In production no token is stored in clear, not even until it is sent; in development it
+    # is, so that /mail can show the link.
+    seal = outbox.seal_key(config.secret_key) if config.production else None
+    await outbox.post(conn, message, secrets=(token,), seal=seal)
 
 
 def circumstances() -> dict:

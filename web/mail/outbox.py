@@ -5,9 +5,13 @@ A sender claims one due message at a time in a short write transaction (a lease:
 claimed_until), talks to the SMTP server with no transaction open, then marks the message
 sent, due again later, or failed, in another short transaction.
 """
+import base64
+import hashlib
+import hmac
 import random
 from datetime import datetime, timedelta
 
+from cryptography.fernet import Fernet
 from sqlalchemy import insert, or_, select, update
 
 from ..core import audit_trail as audit
@@ -24,19 +28,47 @@ LONGEST_WAIT = timedelta(hours=1)
 # A message not delivered this long after it was written is given up.
 GIVE_UP_AFTER = timedelta(days=2)
 BLANKED = "[removed once sent]"
+SEALED = "[sealed {}]"  # where the i-th secret of a sealed message goes back in at sending
 PAGE_SIZE = 50
 
 
-async def enqueue(conn, message: Message, *, secrets=(), now: datetime | None = None) -> int:
+def seal_key(secret_key: str) -> Fernet:
+    """The key that seals secrets in stored messages, derived from SECRET_KEY: a copy of the
+    database alone opens no link."""
+    derived = hmac.new(secret_key.encode(), b"gatehouse outbox seal", hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+async def enqueue(conn, message: Message, *, secrets=(), seal: Fernet | None = None,
+                  now: datetime | None = None) -> int:
     """Adds `message` in the caller's write transaction; it is sent once that commits.
     `secrets` (tokens in its links) are blanked from the stored bodies once it is sent or
-    given up."""
+    given up. With a `seal` (production) they are never stored in clear: the bodies keep a
+    marker, the secrets are kept encrypted, and the sender puts them back as it sends."""
     now = now or utcnow()
+    secrets = [s for s in secrets if s]
+    text, html = message.text, message.html
+    if seal is not None:
+        for i, secret in enumerate(secrets):
+            text, html = text.replace(secret, SEALED.format(i)), html.replace(secret, SEALED.format(i))
+        secrets = [seal.encrypt(secret.encode()).decode() for secret in secrets]
     return (await conn.execute(insert(outbox).values(
         message_id=message.message_id, kind=message.kind, recipient=message.recipient,
-        subject=message.subject, text_body=message.text, html_body=message.html,
-        secrets=[s for s in secrets if s] or None, created_at=now, due_at=now,
+        subject=message.subject, text_body=text, html_body=html,
+        secrets=secrets or None, created_at=now, due_at=now,
     ).returning(outbox.c.id))).scalar_one()
+
+
+def opened(row, seal: Fernet) -> tuple[str, str]:
+    """The bodies to send: a sealed message's secrets put back (InvalidToken when they were
+    sealed under another SECRET_KEY)."""
+    text, html = row.text_body, row.html_body
+    for i, stored in enumerate(row.secrets or ()):
+        marker = SEALED.format(i)
+        if marker in text or marker in html:
+            secret = seal.decrypt(stored.encode()).decode()
+            text, html = text.replace(marker, secret), html.replace(marker, secret)
+    return text, html
 
 
 # This process's senders, woken when it commits a message (post): mail leaves at once rather
@@ -44,9 +76,9 @@ async def enqueue(conn, message: Message, *, secrets=(), now: datetime | None = 
 posted = Wakeup()
 
 
-async def post(conn, message: Message, *, secrets=()) -> int:
+async def post(conn, message: Message, *, secrets=(), seal: Fernet | None = None) -> int:
     """enqueue(), and this process's senders woken once the transaction commits."""
-    message_id = await enqueue(conn, message, secrets=secrets)
+    message_id = await enqueue(conn, message, secrets=secrets, seal=seal)
     posted.after(conn)
     return message_id
 
@@ -71,8 +103,9 @@ async def claim(db, now: datetime):
 def without_secrets(row) -> dict:
     """The bodies with every secret replaced, and the secrets forgotten."""
     text, html = row.text_body, row.html_body
-    for secret in row.secrets or ():
-        text, html = text.replace(secret, BLANKED), html.replace(secret, BLANKED)
+    for i, secret in enumerate(row.secrets or ()):
+        for hidden in (secret, SEALED.format(i)):
+            text, html = text.replace(hidden, BLANKED), html.replace(hidden, BLANKED)
     return {"text_body": text, "html_body": html, "secrets": None}
 
 

@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 import aiosmtplib
+from cryptography.fernet import Fernet, InvalidToken
 
 from ..core.background import in_every_worker, repeat
 from ..core.db import utcnow
@@ -43,8 +44,13 @@ class Drained:
     errors: list[str] = field(default_factory=list)
 
 
-def email_of(row, mail_from: str) -> EmailMessage:
-    """The stored message as MIME: text and HTML alternatives, its stable Message-ID."""
+def email_of(row, mail_from: str, seal: Fernet) -> EmailMessage:
+    """The stored message as MIME: text and HTML alternatives (a sealed message's secrets put
+    back), its stable Message-ID."""
+    try:
+        text, html = outbox.opened(row, seal)
+    except InvalidToken:
+        raise Permanent("its links were sealed under another SECRET_KEY; ask for a new message") from None
     message = EmailMessage()
     message["From"] = mail_from
     message["To"] = row.recipient
@@ -52,8 +58,8 @@ def email_of(row, mail_from: str) -> EmailMessage:
     message["Message-ID"] = row.message_id
     message["Date"] = format_datetime(row.created_at.replace(tzinfo=UTC))
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(row.text_body)
-    message.add_alternative(row.html_body, subtype="html")
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
     return message
 
 
@@ -72,11 +78,12 @@ def describe(error: Exception) -> str:
 class Connection:
     """One SMTP session, opened at the first message and again after the server hangs up."""
 
-    def __init__(self, server, mail_from: str):
-        self.server, self.mail_from, self.smtp = server, mail_from, None
+    def __init__(self, server, mail_from: str, seal: Fernet):
+        self.server, self.mail_from, self.seal, self.smtp = server, mail_from, seal, None
 
     async def send(self, row) -> None:
         """Sends one message; raises Permanent on a 5xx, anything else is worth a retry."""
+        message = email_of(row, self.mail_from, self.seal)
         try:
             if self.smtp is None:
                 self.smtp = aiosmtplib.SMTP(
@@ -84,7 +91,7 @@ class Connection:
                     start_tls=self.server.start_tls, username=self.server.username or None,
                     password=self.server.password or None, timeout=TIMEOUT)
                 await self.smtp.connect()
-            await self.smtp.send_message(email_of(row, self.mail_from))
+            await self.smtp.send_message(message)
         except aiosmtplib.SMTPException as error:
             if not isinstance(error, REFUSALS):
                 await self.close()  # the connection, greeting, TLS or login failed: start afresh
@@ -109,7 +116,7 @@ async def drain(db, config, *, now=utcnow, stopping: asyncio.Event | None = None
     """Sends every message due at `now()` (a clock: tests move it instead of sleeping),
     until none is left or `stopping` is set; a message under way is finished and marked first."""
     done = Drained()
-    connection = Connection(config.mail_server, config.mail_from)
+    connection = Connection(config.mail_server, config.mail_from, outbox.seal_key(config.secret_key))
     try:
         while not (stopping and stopping.is_set()) and (row := await outbox.claim(db, now())) is not None:
             await deliver(db, connection, row, now, done, rng)
