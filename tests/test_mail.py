@@ -428,3 +428,14 @@ def test_background_poll_seconds_is_read_and_checked(tmp_path):
     for bad in ("soon", "0", "100000"):
         with pytest.raises(ConfigError, match="BACKGROUND_POLL_SECONDS"):
             from_env(tmp_path, BACKGROUND_POLL_SECONDS=bad)
+
+
+@pytest.mark.parametrize("template", sorted(p.name for p in (ROOT / "partials" / "mail").glob("*.html")))
+def test_no_message_loads_anything_remote_or_tracks(template):
+    """Plain, accessible messages: no images, scripts, styles fetched from anywhere, no
+    tracking pixels; every message template has a text part beside its HTML part."""
+    html = (ROOT / "partials" / "mail" / template).read_text().lower()
+    for remote in ("<img", "src=", "url(", "<script", "<link", "@import"):
+        assert remote not in html, (template, remote)
+    if template != "index.html":  # /mail itself, a page of the app, not a message
+        assert (ROOT / "partials" / "mail" / template.replace(".html", ".txt")).exists()
