@@ -21,6 +21,7 @@ from .edits import (
     EDITABLE, LAST_ADMIN, describe_change, edit_user, end_sessions_if_revoked, may_edit, parse_version, restore_user,
     row_values,
 )
+from .lookup import GONE, live_or_404, live_user_or_404
 from .queries import COLUMNS, TableState, load_page, load_row
 
 bp = Blueprint("users", __name__)
@@ -48,28 +49,19 @@ async def row_fragment(block: str, status=200, **context):
     return await render(ROWS, status, block=block, roles=ROLES, editable=EDITABLE[g.user.role], **context)
 
 
-async def load_user_or_404(user_id: int):
-    async with current_app.db.read() as conn:
-        row = await accounts.get_user(conn, user_id)
-    if row is None or row.deleted_at is not None:
-        abort(404, "This user does not exist or was deleted.")
-    return row
-
-
 async def table_row_or_404(user_id: int):
     """The user as their row in the table shows them (lock-out, invitation)."""
     async with current_app.db.read() as conn:
         row = await load_row(conn, user_id)
     if row is None:
-        abort(404, "This user does not exist or was deleted.")
+        abort(404, GONE)
     return row
 
 
 def changeable_or_abort(user, verb: str = "change"):
     """404 for no (live) user, 403 unless this person may change them: Admins anyone,
     Managers Customers only."""
-    if user is None or user.deleted_at is not None:
-        abort(404, "This user does not exist or was deleted.")
+    live_or_404(user)
     if not may_edit(user.role):
         abort(403, f"Managers {verb} Customers only.")
     return user
@@ -141,7 +133,8 @@ async def save(user_id: int):
 
 async def conflict(user_id: int, mine: dict, view: TableState):
     """Someone saved first: show their values beside ours; saving again overwrites theirs."""
-    theirs = await load_user_or_404(user_id)
+    async with current_app.db.read() as conn:
+        theirs = await live_user_or_404(conn, user_id)
     state = {"u": theirs, "values": mine, "errors": {}, "conflict": row_values(theirs), "view": view}
     if is_htmx():
         return await row_fragment("user", 409, editing=True, **state)

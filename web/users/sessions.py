@@ -1,12 +1,13 @@
 """An Admin's view of another user's live sessions: where they are logged in, and ending one
 or all of them (a lost phone, a suspected theft). Each end is audited against that user."""
-from quart import Blueprint, abort, current_app, g
+from quart import Blueprint, current_app, g
 
-from ..accounts import queries as accounts, sessions
+from ..accounts import sessions
 from ..core import audit_trail as audit
 from ..core.access import allow
 from ..core.context import client_ip
 from ..core.render import go, is_htmx, render, toast
+from .lookup import live_user_or_404
 
 bp = Blueprint("user_sessions", __name__)
 
@@ -15,13 +16,6 @@ PAGE = "users/sessions.html"
 
 def page_url(user_id: int) -> str:
     return f"/users/{user_id}/sessions"
-
-
-async def live_user_or_404(conn, user_id: int):
-    user = await accounts.get_user(conn, user_id)
-    if user is None or user.deleted_at is not None:
-        abort(404, "This user does not exist or was deleted.")
-    return user
 
 
 async def sessions_page(user_id: int):
