@@ -24,6 +24,7 @@ bp = Blueprint("imports", __name__)
 PAGE = "imports/job.html"
 UPLOAD = "imports/index.html"
 ONLY = ("", "problems", *jobs.OUTCOMES)
+ROW_CLOSED = "This row can no longer change."
 
 
 async def upload_page(status: int = 200, error: str | None = None):
@@ -75,6 +76,14 @@ async def job_or_404(conn, job_id: int, lock: bool = False):
     return job
 
 
+async def preview_or_409(conn, job_id: int, refusal: str):
+    """The job, locked, while its preview may still change; 409 saying `refusal` once started."""
+    job = await job_or_404(conn, job_id, lock=True)
+    if job.state != jobs.PREVIEW:
+        abort(409, refusal)
+    return job
+
+
 def position() -> tuple[str, int]:
     """Which rows the page shows (`only`) from which line on (`after`), from the query string."""
     only = request.args.get("only", "")
@@ -113,9 +122,7 @@ async def show(job_id: int):
 async def mapping(job_id: int):
     form = await request.form
     async with current_app.db.write() as conn:
-        job = await job_or_404(conn, job_id, lock=True)
-        if job.state != jobs.PREVIEW:
-            abort(409, "This import has started: its columns can no longer change.")
+        job = await preview_or_409(conn, job_id, "This import has started: its columns can no longer change.")
         chosen = {}
         for field in checks.FIELDS:
             value = form.get(field, "")
@@ -156,9 +163,9 @@ async def fix_row(job_id: int, line: int):
     values = {field: form.get(field, "").strip()[:csvfile.MAX_CELL + 1] for field in checks.FIELDS
               if field != "password_hash"}
     async with current_app.db.write() as conn:
-        job = await job_or_404(conn, job_id, lock=True)
-        if job.state != jobs.PREVIEW or line > INT32_MAX or await jobs.get_row(conn, job_id, line) is None:
-            abort(409, "This row can no longer change.")
+        job = await preview_or_409(conn, job_id, ROW_CLOSED)
+        if line > INT32_MAX or await jobs.get_row(conn, job_id, line) is None:
+            abort(409, ROW_CLOSED)
         await jobs.fix(conn, job, line, values, g.user.role)
     if not is_htmx():
         return go(f"/users/import/{job_id}{view_query()}")
