@@ -185,7 +185,24 @@ CREATE TABLE import_rows (
 	CONSTRAINT fk_import_rows_import_id_imports FOREIGN KEY(import_id) REFERENCES imports (id) ON DELETE CASCADE
 );
 
+CREATE VIRTUAL TABLE users_search USING fts5(username, email, content='users', content_rowid='id', tokenize='trigram');
+
+CREATE TRIGGER users_search_insert AFTER INSERT ON users BEGIN
+  INSERT INTO users_search (rowid, username, email) VALUES (new.id, new.username, new.email);
+END;
+
+CREATE TRIGGER users_search_update AFTER UPDATE OF username, email ON users BEGIN
+  INSERT INTO users_search (users_search, rowid, username, email) VALUES ('delete', old.id, old.username, old.email);
+  INSERT INTO users_search (rowid, username, email) VALUES (new.id, new.username, new.email);
+END;
+
+CREATE TRIGGER users_search_delete AFTER DELETE ON users BEGIN
+  INSERT INTO users_search (users_search, rowid, username, email) VALUES ('delete', old.id, old.username, old.email);
+END;
+
 -- ===== PostgreSQL =====
+
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
 
 CREATE TABLE audit_chain (
 	id INTEGER NOT NULL,
@@ -290,9 +307,13 @@ CREATE INDEX ix_users_created_at ON users (created_at, id);
 
 CREATE INDEX ix_users_deleted_at ON users (deleted_at) WHERE deleted_at IS NOT NULL;
 
+CREATE INDEX ix_users_email_trgm ON users USING gin (lower(email) gin_trgm_ops);
+
 CREATE INDEX ix_users_last_login ON users (coalesce(last_login_at, '1970-01-01 00:00:00.000000'), id);
 
 CREATE INDEX ix_users_role ON users (role, id);
+
+CREATE INDEX ix_users_username_trgm ON users USING gin (lower(username) gin_trgm_ops);
 
 CREATE UNIQUE INDEX uq_users_email_lower ON users (lower(email));
 

@@ -11,6 +11,7 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from web.core.schema import in_metadata
 from web.core.tables import metadata
 
 config = context.config
@@ -18,7 +19,7 @@ target_metadata = metadata
 
 
 def run_with(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata,
+    context.configure(connection=connection, target_metadata=target_metadata, include_name=in_metadata,
                       render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import SECRET, _pg_admin
-from test_schema import reflected_indexes, schema_diffs
+from test_schema import outside_metadata, reflected_indexes, schema_diffs
 from alembic.script import ScriptDirectory
 
 from web.core import audit_trail
@@ -95,6 +95,7 @@ async def assert_like_a_fresh_install(upgraded, fresh) -> None:
     assert await upgraded.revision() == HEAD
     assert await schema_diffs(upgraded) == []
     assert await reflected_indexes(upgraded) == await reflected_indexes(fresh)
+    assert await outside_metadata(upgraded) == await outside_metadata(fresh)
 
 
 async def test_a_new_database_is_migrated_to_head(scratch, db):

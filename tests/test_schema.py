@@ -13,8 +13,8 @@ from sqlalchemy.sql import visitors
 
 from web.accounts import queries as user_queries
 from web.core.db import utcnow
-from web.core.schema import render_schema_sql
-from web.core.tables import metadata, sessions, users
+from web.core.schema import in_metadata, made_on, render_schema_sql
+from web.core.tables import EXTENSIONS, SQL_AFTER_TABLES, metadata, sessions, users
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +42,10 @@ def _reflected_indexes(sync_conn, table: str) -> dict[str, str]:
 
 def _normalised(sql: str) -> str:
     return "".join(sql.lower().replace('"', "").replace("::text", "").split())
+
+
+def _indexes_made_on(dialect_name: str, table: sa.Table) -> list[sa.Index]:
+    return [index for index in table.indexes if made_on(index, dialect_name)]
 
 
 async def _insert_user(db, username: str, email: str, role: str = "Customer") -> int:
@@ -88,6 +92,7 @@ async def schema_diffs(db) -> list:
         context = MigrationContext.configure(sync_conn, opts={
             "compare_type": True,
             "compare_server_default": not db.is_sqlite,
+            "include_name": in_metadata,
         })
         with warnings.catch_warnings():
             # SQLite cannot reflect expression indexes (lower(username), coalesce(...)), so
@@ -108,6 +113,17 @@ async def reflected_indexes(db) -> dict[str, dict[str, str]]:
                 for table in metadata.sorted_tables}
 
 
+async def outside_metadata(db) -> set[str]:
+    """What the database holds of tables.py's SQL outside the metadata: on SQLite the SQL of
+    its virtual tables and triggers (normalised), on PostgreSQL the extensions' names."""
+    async with db.read() as conn:
+        if db.is_sqlite:
+            rows = await conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' OR sql LIKE 'CREATE VIRTUAL TABLE%'")
+            return {_normalised(sql) for sql, in rows}
+        return set((await conn.exec_driver_sql("SELECT extname FROM pg_extension")).scalars())
+
+
 async def test_created_database_matches_metadata(db):
     diffs = await schema_diffs(db)
     assert diffs == [], f"the database the app created differs from web/tables.py: {diffs}"
@@ -116,15 +132,24 @@ async def test_created_database_matches_metadata(db):
 async def test_created_database_has_every_index_of_the_metadata(db):
     reflected = await reflected_indexes(db)
     for table in metadata.sorted_tables:
-        expected = {index.name for index in table.indexes}
+        expected = {index.name for index in _indexes_made_on(db.engine.dialect.name, table)}
         assert set(reflected[table.name]) == expected, f"indexes of {table.name}"
+
+
+async def test_created_database_has_the_sql_of_tables_py_outside_the_metadata(db):
+    """SQLite: the users_search table and its triggers, exactly; PostgreSQL: the extensions."""
+    found = await outside_metadata(db)
+    if db.is_sqlite:
+        assert found == {_normalised(sql) for sql in SQL_AFTER_TABLES["sqlite"]}
+    else:
+        assert set(EXTENSIONS["postgresql"]) <= found
 
 
 async def test_expression_indexes_have_the_functions_columns_and_uniqueness_of_the_metadata(db):
     reflected = await reflected_indexes(db)
     checked = 0
     for table in metadata.sorted_tables:
-        for index in (i for i in table.indexes if _is_expression_index(i)):
+        for index in (i for i in _indexes_made_on(db.engine.dialect.name, table) if _is_expression_index(i)):
             definition = reflected[table.name][index.name]
             assert ("unique" in definition) == bool(index.unique), f"{index.name}: {definition}"
             for element in index.expressions:

@@ -109,8 +109,9 @@ async def admin_client(app, make_user):
     ("q=fred", {"alfred"}),                               # only the email starts with it
     ("q=FRED.JONES%40example", {"alfred"}),
     ("q=asmith%40", {"Alice.Smith"}),
-    ("q=lice", set()),                                    # a prefix, not a substring
-    ("q=example", set()),
+    ("q=lice", {"Alice.Smith"}),                          # three characters or more: any part
+    ("q=EXAMPLE", {"Alice.Smith", "alfred", "carol"}),
+    ("q=ce", set()),                                      # under three: the start only
     ("role=Customer", {"Alice.Smith", "bob", "carol"}),
     ("role=Manager", {"alfred", "dave"}),
     ("role=Admin", {"root"}),

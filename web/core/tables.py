@@ -6,7 +6,7 @@ Timestamps are stored in UTC without a zone, the same way on SQLite and PostgreS
 """
 from sqlalchemy import (
     JSON, BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index,
-    Integer, MetaData, String, Table, Text, and_, func, text,
+    Integer, MetaData, String, Table, Text, and_, column, func, table, text,
 )
 
 ROLES = ("Admin", "Manager", "Customer")
@@ -65,6 +65,38 @@ Index("ix_users_last_login", func.coalesce(users.c.last_login_at, NEVER), users.
 # without a pass over the table; users-purge finds its rows here too.
 Index("ix_users_deleted_at", users.c.deleted_at, sqlite_where=users.c.deleted_at.is_not(None),
       postgresql_where=users.c.deleted_at.is_not(None))
+
+# Substring search of username and email, any case (web/users/queries.py), three characters
+# or more. PostgreSQL: trigram indexes (pg_trgm) serve lower(column) LIKE '%term%'.
+Index("ix_users_username_trgm", func.lower(users.c.username).label("username"), postgresql_using="gin",
+      postgresql_ops={"username": "gin_trgm_ops"}).ddl_if(dialect="postgresql")
+Index("ix_users_email_trgm", func.lower(users.c.email).label("email"), postgresql_using="gin",
+      postgresql_ops={"email": "gin_trgm_ops"}).ddl_if(dialect="postgresql")
+# SQLite: an FTS5 table of trigrams over the two columns, holding the index only (the text
+# stays in users, its rowid is users.id), kept in step by triggers. A migration that
+# rebuilds users (Alembic's batch mode on SQLite) drops these triggers and must make them again.
+# Its hidden column of the same name stands for every column in a MATCH.
+users_search = table("users_search", column("rowid"), column("users_search"))
+USERS_SEARCH_SQLITE = (
+    "CREATE VIRTUAL TABLE users_search USING fts5(username, email, content='users', "
+    "content_rowid='id', tokenize='trigram')",
+    "CREATE TRIGGER users_search_insert AFTER INSERT ON users BEGIN\n"
+    "  INSERT INTO users_search (rowid, username, email) VALUES (new.id, new.username, new.email);\n"
+    "END",
+    "CREATE TRIGGER users_search_update AFTER UPDATE OF username, email ON users BEGIN\n"
+    "  INSERT INTO users_search (users_search, rowid, username, email)"
+    " VALUES ('delete', old.id, old.username, old.email);\n"
+    "  INSERT INTO users_search (rowid, username, email) VALUES (new.id, new.username, new.email);\n"
+    "END",
+    "CREATE TRIGGER users_search_delete AFTER DELETE ON users BEGIN\n"
+    "  INSERT INTO users_search (users_search, rowid, username, email)"
+    " VALUES ('delete', old.id, old.username, old.email);\n"
+    "END",
+)
+# What the metadata cannot hold, per database: the extensions its indexes need, and SQL run
+# after the tables. schema.py renders both into schema.sql.
+EXTENSIONS = {"postgresql": ("pg_trgm",)}
+SQL_AFTER_TABLES = {"sqlite": USERS_SEARCH_SQLITE}
 
 sessions = Table(
     "sessions", metadata,

@@ -12,7 +12,7 @@ from ..accounts.tokens import INVITE
 from ..core import keyset
 from ..core.recent import Recent
 from ..core.db import utcnow
-from ..core.tables import NEVER, ROLES, account_tokens, login_throttle, users
+from ..core.tables import NEVER, ROLES, account_tokens, login_throttle, users, users_search
 
 PAGE_SIZE = 50
 # active (invitations accepted), inactive, locked out by failed logins, invited (not accepted
@@ -93,16 +93,36 @@ def decode_cursor(sort: Sort, token: str):
     return cursor if cursor is None or cursor[1] < 2**31 else None  # users.id is a 32-bit INTEGER
 
 
-def filters(view: TableState) -> list:
+# Trigrams need three characters: a shorter search finds the start of a username or email.
+SUBSTRING_MIN = 3
+
+
+def starting_with(q: str):
+    """A prefix of the username or of the email, as an index range on lower(column)."""
+    low = q.lower()
+    high = low + "\U0010ffff"
+    return or_(
+        and_(func.lower(users.c.username) >= low, func.lower(users.c.username) < high),
+        and_(func.lower(users.c.email) >= low, func.lower(users.c.email) < high),
+    )
+
+
+def containing(q: str, dialect: str):
+    """Any part of the username or of the email, any case, found by a trigram index
+    (tables.py). What the user typed is only ever text to find: one quoted FTS5 string on
+    SQLite, whatever quotes, AND, NEAR, * or : it holds; on PostgreSQL % _ and \\ escaped."""
+    if dialect == "sqlite":
+        phrase = '"' + q.replace('"', '""') + '"'
+        return users.c.id.in_(select(users_search.c.rowid).where(users_search.c.users_search.match(phrase)))
+    pattern = func.lower("%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+    return or_(func.lower(users.c.username).like(pattern, escape="\\"),
+               func.lower(users.c.email).like(pattern, escape="\\"))
+
+
+def filters(view: TableState, dialect: str) -> list:
     conditions = [users.c.deleted_at.is_(None)]
     if view.q:
-        # A prefix of the username or of the email, as an index range on lower(column).
-        low = view.q.lower()
-        high = low + "\U0010ffff"
-        conditions.append(or_(
-            and_(func.lower(users.c.username) >= low, func.lower(users.c.username) < high),
-            and_(func.lower(users.c.email) >= low, func.lower(users.c.email) < high),
-        ))
+        conditions.append(starting_with(view.q) if len(view.q) < SUBSTRING_MIN else containing(view.q, dialect))
     if view.role:
         conditions.append(users.c.role == view.role)
     if view.active == "locked":
@@ -178,7 +198,8 @@ async def _count(conn, view: TableState) -> int:
         deleted = select(func.count()).select_from(users).where(users.c.deleted_at.is_not(None))
         everyone = select(func.count()).select_from(users)
         return (await conn.execute(select(everyone.scalar_subquery() - deleted.scalar_subquery()))).scalar_one()
-    return (await conn.execute(select(func.count()).select_from(users).where(*filters(view)))).scalar_one()
+    matching = select(func.count()).select_from(users).where(*filters(view, conn.dialect.name))
+    return (await conn.execute(matching)).scalar_one()
 
 
 async def load_page(conn, view: TableState) -> keyset.Page:
@@ -187,7 +208,7 @@ async def load_page(conn, view: TableState) -> keyset.Page:
     cursor = decode_cursor(sort, view.before or view.after) if (view.before or view.after) else None
     # Rows are read in the direction of travel: backwards from a `before` cursor.
     forward = (view.dir == "asc") != backwards
-    conditions = filters(view)
+    conditions = filters(view, conn.dialect.name)
     if cursor:
         conditions.append(_keyset(sort, cursor, forward))
     order = [sort.key.asc() if forward else sort.key.desc()]
