@@ -35,6 +35,12 @@ def parse_when(text: str) -> datetime | None:
     return moment
 
 
+def moment_arg(args, name: str) -> str:
+    """The link's date or date-and-time `name` as typed (up to seconds), or "" when it is not one."""
+    text = args.get(name, "")[:19]
+    return text if parse_when(text) else ""
+
+
 def is_bare_date(text: str) -> bool:
     """A date without a time ("20240303T1200" has no colon, and is noon)."""
     try:
@@ -77,10 +83,10 @@ class AuditFilter:
         return cls(
             actor=args.get("actor", "").strip()[:32],
             action=actions,
-            target_type=args.get("target_type", "") if args.get("target_type") in TARGET_TYPES else "",
+            target_type=keyset.one_of(args, "target_type", TARGET_TYPES),
             target_id=target_id if target_id.isascii() and target_id.isdigit() and len(target_id) < 10 else "",
-            since=args.get("since", "")[:19] if parse_when(args.get("since", "")[:19]) else "",
-            until=args.get("until", "")[:19] if parse_when(args.get("until", "")[:19]) else "",
+            since=moment_arg(args, "since"),
+            until=moment_arg(args, "until"),
             **keyset.position(args, 200),
         )
 

@@ -1,7 +1,8 @@
 """Keyset pagination cursors: the sort key and id of a row, as an opaque URL-safe token.
 
 A page is found from the row before it (`after`) or after it (`before`), never by OFFSET,
-so page 2,000 costs what page 1 costs.
+so page 2,000 costs what page 1 costs. Also the reading of a paged list's link: its
+position, and the filters and sort it names from a fixed set.
 """
 import base64
 import json
@@ -31,6 +32,13 @@ def position(args, longest: int) -> dict:
     after = args.get("after", "")[:longest]
     return {"after": after, "before": "" if after else args.get("before", "")[:longest],
             "page": page_number(args)}
+
+
+def one_of(args, name: str, allowed, default: str = "") -> str:
+    """The link's `name` when it is one of `allowed`, else `default`: a value the list does not
+    know is none."""
+    value = args.get(name, default)
+    return value if value in allowed else default
 
 
 def page_number(args) -> int:
