@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from web.core import audit_trail
 from web.core.db import Database, alembic_config, ensure_roles, utcnow
 from web.core.tables import audit_events, roles, sessions, users
+from web.users.queries import TableState, load_page
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -152,6 +153,18 @@ async def test_an_unversioned_database_with_the_sort_indexes_is_stamped_0002_and
     await scratch.create_schema()
     assert await snapshot(scratch) == before
     await assert_like_a_fresh_install(scratch, db)
+
+
+async def test_upgrading_makes_the_existing_users_searchable_by_any_part(scratch):
+    """Revision 0008 indexes the users already there (SQLite: the FTS5 table is filled from users)."""
+    await scratch.migrate("0007")
+    await add_data(scratch)
+    await scratch.create_schema()
+    async with scratch.read() as conn:
+        everyone = {"user1", "user2", "user3", "user4"}
+        for term, expected in (("SER3", {"user3"}), ("3@exam", {"user3"}), ("@example.COM", everyone)):
+            found = await load_page(conn, TableState(q=term))
+            assert {row.username for row in found.rows} == expected and found.total == len(expected), term
 
 
 @pytest.mark.parametrize("key", ["", "an audit key of at least thirty-two characters"])
