@@ -27,7 +27,7 @@ from ..core.access import public, signed_in
 from ..core.context import client_ip, client_key, form_fields, safe_next
 from ..core.db import utcnow
 from ..core.render import go, is_htmx, render, toast
-from . import mailing, queries, sessions, throttle, tokens
+from . import link_requests, mailing, queries, sessions, throttle, tokens
 from .validation import normalise_email
 
 bp = Blueprint("confirmation", __name__)
@@ -81,17 +81,21 @@ async def invalid_link(purpose: str):
     return await render(LINK, 410, purpose=purpose, state="invalid", valid_for=valid_for(purpose))
 
 
+async def link_form(token: str, purpose: str):
+    """A link's page: the button that uses it, or the one page for a link that does not work."""
+    async with current_app.db.read() as conn:
+        found = await tokens.find(conn, token, purpose)
+    if found is None:
+        return await invalid_link(purpose)
+    return await render(LINK, purpose=purpose, state="form", token=token, email=found.email, account=found.user)
+
+
 # ---- confirming the address an account registered with ---------------------------------
 
 @bp.get("/confirm-email/<token>")
 @public
 async def confirm_form(token: str):
-    async with current_app.db.read() as conn:
-        found = await tokens.find(conn, token, tokens.CONFIRM)
-    if found is None:
-        return await invalid_link(tokens.CONFIRM)
-    return await render(LINK, purpose=tokens.CONFIRM, state="form", token=token, email=found.email,
-                        account=found.user)
+    return await link_form(token, tokens.CONFIRM)
 
 
 @bp.post("/confirm-email/<token>")
@@ -111,6 +115,12 @@ async def confirm(token: str):
 
 # ---- the link again ----------------------------------------------------------------------
 
+async def asks_wait(conn) -> int:
+    """Seconds before this client address may ask for a link again; 0 when it may now (and the
+    request is counted)."""
+    return await throttle.take(conn, f"confirm-ask:{client_key()}", ASKS_PER_CLIENT, ASK_WINDOW)
+
+
 @bp.post("/confirm-email/send")
 @signed_in
 async def send_again():
@@ -120,8 +130,8 @@ async def send_again():
     async with current_app.db.write() as conn:
         user = await queries.lock_user(conn, g.user.id)
         if needs_confirming(user):
-            wait = await throttle.take(conn, f"confirm-ask:{client_key()}", ASKS_PER_CLIENT, ASK_WINDOW) or \
-                await throttle.take(conn, f"confirm-account:{user.id}", LINKS_PER_ACCOUNT, HOUR)
+            wait = await asks_wait(conn) or \
+                await throttle.take(conn, link_requests.account_key("confirm", user.id), LINKS_PER_ACCOUNT, HOUR)
             if not wait:
                 await send_link(conn, user)
     status = 200
@@ -142,12 +152,10 @@ async def send_again():
 
 
 async def resend_to(conn, email: str) -> None:
-    """A new link for the account with this address, if it needs one and is within its limit.
-    The same writes whoever it is: the account's count, or the typed address's."""
+    """A new link for the account with this address, if it needs one and is within its limit
+    (counted the same whoever it is: link_requests.py)."""
     found = await queries.find_by_login(conn, email)
-    user = await queries.lock_user(conn, found.id) if found else None
-    key = f"confirm-account:{user.id}" if user else "confirm-" + throttle.name_key(email)
-    within_limit = not await throttle.take(conn, key, LINKS_PER_ACCOUNT, HOUR)
+    user, within_limit = await link_requests.count_request(conn, "confirm", found, email, LINKS_PER_ACCOUNT, HOUR)
     if user is not None and within_limit and needs_confirming(user):
         await send_link(conn, user)
 
@@ -156,13 +164,13 @@ async def resend_to(conn, email: str) -> None:
 @public
 async def registered():
     """Where a new account lands when addresses must be confirmed before logging in."""
-    return await render(RESEND, values={}, errors={}, sent=False, registered=True)
+    return await link_requests.request_form(RESEND, registered=True)
 
 
 @bp.get("/confirm-email/resend")
 @public
 async def resend_form():
-    return await render(RESEND, values={}, errors={}, sent=False)
+    return await link_requests.request_form(RESEND)
 
 
 @bp.post("/confirm-email/resend")
@@ -171,17 +179,15 @@ async def resend():
     values = await form_fields("email")
     email, problem = normalise_email(values["email"])
     if problem:
-        return await render(RESEND, 422, values=values, errors={"email": problem}, sent=False)
+        return await link_requests.request_form(RESEND, 422, values, {"email": problem})
     async with current_app.db.write() as conn:
         # Counted for every address typed, known or not: the only refusal, and it says
         # nothing about any account.
-        if not (wait := await throttle.take(conn, f"confirm-ask:{client_key()}", ASKS_PER_CLIENT, ASK_WINDOW)):
+        if not (wait := await asks_wait(conn)):
             await resend_to(conn, email)
     if wait:
-        body, status = await render(RESEND, 429, values=values, sent=False, errors={
-            "form": f"{ASKS_LIMITED} Try again in {wait} seconds."})
-        return body, status, {"Retry-After": str(wait)}
-    return await render(RESEND, values={}, errors={}, sent=True)
+        return await link_requests.asked_too_often(RESEND, values, ASKS_LIMITED, wait)
+    return await link_requests.link_sent(RESEND)
 
 
 # ---- a change of address -----------------------------------------------------------------
@@ -248,12 +254,7 @@ async def move_address(conn, used: tokens.Found) -> bool:
 @bp.get("/confirm-email-change/<token>")
 @public
 async def change_form(token: str):
-    async with current_app.db.read() as conn:
-        found = await tokens.find(conn, token, tokens.EMAIL)
-    if found is None:
-        return await invalid_link(tokens.EMAIL)
-    return await render(LINK, purpose=tokens.EMAIL, state="form", token=token, email=found.email,
-                        account=found.user)
+    return await link_form(token, tokens.EMAIL)
 
 
 @bp.post("/confirm-email-change/<token>")
@@ -302,12 +303,7 @@ async def secure(conn, used: tokens.Found) -> dict:
 @bp.get("/report-email-change/<token>")
 @public
 async def report_form(token: str):
-    async with current_app.db.read() as conn:
-        found = await tokens.find(conn, token, tokens.REPORT)
-    if found is None:
-        return await invalid_link(tokens.REPORT)
-    return await render(LINK, purpose=tokens.REPORT, state="form", token=token, email=found.email,
-                        account=found.user)
+    return await link_form(token, tokens.REPORT)
 
 
 @bp.post("/report-email-change/<token>")

@@ -25,7 +25,7 @@ from ..core import audit_trail as audit
 from ..core.access import public
 from ..core.context import client_ip, client_key, form_fields
 from ..core.render import go, render, toast
-from . import mailing, passwords, queries, sessions, throttle, tokens
+from . import link_requests, mailing, passwords, queries, sessions, throttle, tokens
 from .auth import identifier_for_the_log
 from .devices import device_key, remember_device
 
@@ -57,9 +57,8 @@ async def request_reset(conn, found, identifier: str) -> None:
     audited, and the link mailed when the account may reset and is within its limit."""
     if wait := await throttle.take(conn, f"reset:{client_key()}", PER_ADDRESS, ADDRESS_WINDOW):
         raise AddressLimit(wait)
-    user = await queries.lock_user(conn, found.id) if found else None  # as it is now
-    key = f"reset-account:{user.id}" if user else "reset-" + throttle.name_key(identifier)
-    within_limit = not await throttle.take(conn, key, PER_ACCOUNT, ACCOUNT_WINDOW)
+    user, within_limit = await link_requests.count_request(conn, "reset", found, identifier, PER_ACCOUNT,
+                                                           ACCOUNT_WINDOW)
     if user is None:
         await audit.record(conn, "password_reset_requested", "user", None, ip=client_ip(),
                            changes={"identifier": [None, identifier_for_the_log(identifier, None)]})
@@ -76,7 +75,7 @@ async def request_reset(conn, found, identifier: str) -> None:
 @bp.get("/forgot-password")
 @public
 async def forgot_form():
-    return await render(FORGOT, values={}, errors={}, sent=False)
+    return await link_requests.request_form(FORGOT)
 
 
 @bp.post("/forgot-password")
@@ -85,7 +84,7 @@ async def forgot():
     values = await form_fields("identifier")
     identifier = values["identifier"]
     if not identifier:
-        return await render(FORGOT, 422, values=values, errors={"identifier": NO_IDENTIFIER}, sent=False)
+        return await link_requests.request_form(FORGOT, 422, values, {"identifier": NO_IDENTIFIER})
     db = current_app.db
     async with db.read() as conn:
         found = await queries.find_by_login(conn, identifier) if len(identifier) <= IDENTIFIER_MAX else None
@@ -93,10 +92,8 @@ async def forgot():
         async with db.write() as conn:
             await request_reset(conn, found, identifier)
     except AddressLimit as limit:
-        body, status = await render(FORGOT, 429, values=values, sent=False, errors={
-            "form": f"{ADDRESS_LIMITED} Try again in {limit.wait} seconds."})
-        return body, status, {"Retry-After": str(limit.wait)}
-    return await render(FORGOT, values={}, errors={}, sent=True)
+        return await link_requests.asked_too_often(FORGOT, values, ADDRESS_LIMITED, limit.wait)
+    return await link_requests.link_sent(FORGOT)
 
 
 async def invalid_link():
