@@ -1,5 +1,6 @@
 """Helpers shared by the tests: CSRF tokens, logging in, htmx requests and answers, cookies,
-pages and their pagers, db reads, audit events, run.py, and the browser.
+pages and their pagers, db reads, audit events, mail, forms over HTTP against a live server,
+run.py, and the browser.
 
 Hashing a password with the app's argon2 parameters takes about a second on a small machine,
 so tests that are not about logging in open a session directly (`open_session`): a session
@@ -10,16 +11,19 @@ import base64
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 from datetime import timedelta
 from html import unescape
 from urllib.parse import urlencode, urlsplit
 
+import httpx
 from quart_auth import generate_auth_token
 from sqlalchemy import event, func, insert, select, update
 
 from conftest import PASSWORD, ROOT, SECRET, csrf_from
+from loopback_smtp import links
 from web.accounts import sessions as web_sessions
 from web.core.audit_trail import seal_backlog
 from web.core.db import utcnow
@@ -196,6 +200,11 @@ def input_value(html: str, name: str) -> str | None:
     return unescape(value.group(1)) if value else None
 
 
+def normalised(html: str) -> str:
+    """The page without its CSRF tokens (masked afresh at every use)."""
+    return re.sub(r'(name="csrf_token" value="|"X-CSRF-Token": ")[^"]+', r"\1CSRF", html)
+
+
 def location(response) -> str:
     return response.headers.get("Location", "")
 
@@ -354,6 +363,43 @@ async def sent_once(db, address: str, kind: str):
             return row
         await asyncio.sleep(0.05)
     raise AssertionError(f"the {kind} message to {address} was never marked sent")
+
+
+# ---- over HTTP, against the real server and SMTP server (the mail_server fixture) -------
+
+def mailbox_address(label: str) -> str:
+    """An address no other test (or run on the other database) sends to."""
+    return f"{label}.{secrets.token_hex(4)}@example.com"
+
+
+def mailed_url(message, path: str) -> str:
+    """The one link to /<path>/... in a message the SMTP server received."""
+    [url] = [link for link in links(message) if f"/{path}/" in link]
+    return url
+
+
+async def form_token(http: httpx.AsyncClient, path: str) -> str:
+    """The CSRF token of the page at `path`, which must answer 200."""
+    response = await http.get(path)
+    assert response.status_code == 200, response.text[:300]
+    return csrf_from(response.text)
+
+
+async def posted(http: httpx.AsyncClient, path: str, form: dict, page: str | None = None) -> httpx.Response:
+    """POST a form with the CSRF token of `page` (the path itself by default)."""
+    return await http.post(path, data={**form, "csrf_token": await form_token(http, page or path)})
+
+
+async def posted_at_once(base_url: str, path: str, forms: list[dict]) -> list[httpx.Response]:
+    """Each form POSTed to `path` at the same moment, from a browser of its own (its own
+    cookies and CSRF token, read from the page first); the answers in the same order."""
+    browsers = [httpx.AsyncClient(base_url=base_url, timeout=30) for _ in forms]
+    try:
+        forms = [{**form, "csrf_token": await form_token(b, path)} for b, form in zip(browsers, forms)]
+        return await asyncio.gather(*(b.post(path, data=form) for b, form in zip(browsers, forms)))
+    finally:
+        for b in browsers:
+            await b.aclose()
 
 
 # ---- run.py ----------------------------------------------------------------------------

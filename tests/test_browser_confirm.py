@@ -6,16 +6,10 @@ import secrets
 from playwright.async_api import expect
 
 from conftest import PASSWORD
-from helpers import axe_violations_of, log_in
-from loopback_smtp import links
+from helpers import axe_violations_of, log_in, mailed_url
 
 # Chromium logs the answers these journeys expect: 410 for a link that no longer works.
 EXPECTED_ERRORS = ("Failed to load resource: the server responded with a status of 410",)
-
-
-def mailed_url(message, path: str) -> str:
-    [url] = [link for link in links(message) if f"/{path}/" in link]
-    return url
 
 
 def unexpected(errors: list[str]) -> list[str]:

@@ -2,12 +2,10 @@
 in the table, the invitee follows the mailed link in a browser of their own, chooses a
 password and lands signed in; the Admin's table then shows them as Active."""
 import re
-import secrets
 
 from playwright.async_api import expect
 
-import loopback_smtp
-from helpers import axe_violations, focused_row, log_in
+from helpers import axe_violations, focused_row, log_in, mailbox_address, mailed_url
 
 NEW_PASSWORD = "lantern quarry velvet orbit"
 
@@ -31,7 +29,7 @@ async def axe_findings(browser, url: str, username: str | None = None) -> list:
 async def test_an_admin_invites_and_the_invitee_signs_in_from_the_mail(mail_server, page, browser, make_user):
     base = mail_server.url
     admin = await make_user("Admin", username="root.admin")
-    address = f"ivy.{secrets.token_hex(4)}@example.com"
+    address = mailbox_address("ivy")
     await log_in(page, base, admin["username"])
 
     await page.keyboard.press("n")
@@ -48,7 +46,7 @@ async def test_an_admin_invites_and_the_invitee_signs_in_from_the_mail(mail_serv
     assert await axe_findings(browser, base + "/users?active=invited", admin["username"]) == []
 
     message = await mail_server.mailbox.next_to(address)
-    [url] = [link for link in loopback_smtp.links(message) if "/invitation/" in link]
+    url = mailed_url(message, "invitation")
     assert url.startswith(base + "/invitation/")
 
     context = await browser.new_context()  # the invitee's own browser: no cookie of the Admin's

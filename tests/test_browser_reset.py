@@ -5,8 +5,7 @@ import secrets
 
 from playwright.async_api import expect
 
-from helpers import axe_violations
-from loopback_smtp import links
+from helpers import axe_violations, mailed_url
 
 NEW_PASSWORD = "lantern quarry velvet orbit"
 SENT = "If an account exists for that name or address, we sent a link to its email address."
@@ -20,9 +19,7 @@ async def account(make_user, label: str) -> tuple[str, str]:
 
 
 async def reset_link(mail_server, address: str) -> str:
-    message = await mail_server.mailbox.next_to(address)
-    [url] = [link for link in links(message) if "/reset-password/" in link]
-    return url
+    return mailed_url(await mail_server.mailbox.next_to(address), "reset-password")
 
 
 async def ask_for_a_link(page, base: str, address: str) -> None:
@@ -35,9 +32,15 @@ async def ask_for_a_link(page, base: str, address: str) -> None:
     await expect(page.locator("#forgot-sent")).to_contain_text(SENT)
 
 
-async def log_in_with(page, base: str, username: str, password: str) -> None:
+async def reset_and_log_in(page, base: str, username: str) -> None:
+    """On the link's page: the new password twice, then a login with it on the page it sends to."""
+    await page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+    await page.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
+    await page.get_by_role("button", name="Set the new password").click()
+    await page.wait_for_url(base + "/login")
+    await expect(page.locator("#toasts")).to_contain_text("Password changed. Log in with your new password.")
     await page.get_by_label("Username or email", exact=True).fill(username)
-    await page.get_by_label("Password", exact=True).fill(password)
+    await page.get_by_label("Password", exact=True).fill(NEW_PASSWORD)
     await page.get_by_role("button", name="Log in").click()
     await page.wait_for_url(base + "/dashboard")
 
@@ -60,12 +63,7 @@ async def test_forgot_password_from_the_login_page_to_a_login_with_the_new_passw
     await expect(page.get_by_label("New password", exact=True)).to_be_focused()
     assert await page.watch.still_marked(), "the refused form reloaded the page"
 
-    await page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
-    await page.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
-    await page.get_by_role("button", name="Set the new password").click()
-    await page.wait_for_url(base + "/login")
-    await expect(page.locator("#toasts")).to_contain_text("Password changed. Log in with your new password.")
-    await log_in_with(page, base, username, NEW_PASSWORD)
+    await reset_and_log_in(page, base, username)
     await expect(page.locator("#toasts")).to_contain_text(f"Welcome back, {username}")
 
     await page.goto(url)  # used: the one page for a link that no longer works
@@ -86,12 +84,7 @@ async def test_forgot_password_works_without_javascript(mail_server, browser, ma
     try:
         await ask_for_a_link(page, base, address)
         await page.goto(await reset_link(mail_server, address))
-        await page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
-        await page.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
-        await page.get_by_role("button", name="Set the new password").click()
-        await page.wait_for_url(base + "/login")
-        await expect(page.locator("#toasts")).to_contain_text("Password changed. Log in with your new password.")
-        await log_in_with(page, base, username, NEW_PASSWORD)
+        await reset_and_log_in(page, base, username)
     finally:
         await context.close()
 

@@ -10,12 +10,11 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from conftest import PASSWORD, csrf_from
+from conftest import PASSWORD
 from helpers import (
-    audit_rows, element_text, htmx, location, mail_to, mailed_path, open_session, post, rows,
-    sent_once, session_rows, text, toasts, user_row,
+    audit_rows, element_text, htmx, location, mail_to, mailbox_address, mailed_path, mailed_url, normalised,
+    open_session, post, posted, rows, sent_once, session_rows, text, toasts, user_row,
 )
-import loopback_smtp
 from web.accounts import confirmation, queries
 from web.core.db import utcnow
 from web.core.tables import account_tokens, outbox
@@ -52,7 +51,7 @@ def anonymised(body: str, *addresses: str) -> str:
     body = re.sub(r"<time[^>]*>[^<]*</time>", "TIME", body)
     body = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "WHEN", body)
     body = re.sub(r"(/report-email-change/)[A-Za-z0-9_-]+", r"\1TOKEN", body)
-    return re.sub(r'(name="csrf_token" value="|"X-CSRF-Token": ")[^"]+', r"\1CSRF", body)
+    return normalised(body)
 
 
 # ---- asking ------------------------------------------------------------------------------
@@ -357,17 +356,6 @@ async def test_a_report_when_the_old_address_was_taken_meanwhile_still_secures_t
 
 # ---- over HTTP: the real server, the real SMTP server ------------------------------------
 
-def mailbox_address(label: str) -> str:
-    """An address no other test (or run on the other database) sends to."""
-    return f"{label}.{secrets.token_hex(4)}@example.com"
-
-
-async def posted(http: httpx.AsyncClient, path: str, form: dict, page: str | None = None) -> httpx.Response:
-    """POST a form with the CSRF token of `page` (the path itself by default)."""
-    response = await http.get(page or path)
-    return await http.post(path, data={**form, "csrf_token": csrf_from(response.text)})
-
-
 async def test_changing_the_address_over_http_with_each_message_sent_once(mail_server, db, make_user):
     old, new = mailbox_address("old"), mailbox_address("new")
     account = await make_user(username="http.change", email=old)
@@ -377,7 +365,7 @@ async def test_changing_the_address_over_http_with_each_message_sent_once(mail_s
         assert asked.status_code == 200 and SENT in asked.text
         message = await mail_server.mailbox.next_to(new)
         assert message["Subject"] == "Confirm your new email address · Gatehouse"
-        [url] = [link for link in loopback_smtp.links(message) if "/confirm-email-change/" in link]
+        url = mailed_url(message, "confirm-email-change")
         assert url.startswith(mail_server.url + "/confirm-email-change/")
         path = url.removeprefix(mail_server.url)
         done = await posted(http, path, {})

@@ -2,7 +2,6 @@
 banner until it is opened (or, with REQUIRE_EMAIL_CONFIRMATION=1, no login before), and
 "send the link again", which answers the same for any address. In-process against the
 outbox table, then over HTTP with the real SMTP server on both databases."""
-import re
 import secrets
 from datetime import timedelta
 
@@ -10,12 +9,11 @@ import httpx
 import pytest
 from sqlalchemy import event, select, update
 
-from conftest import PASSWORD, csrf_from, make_config
+from conftest import PASSWORD, make_config
 from helpers import (
-    audit_rows, element_text, htmx, location, login, mail_to, mailed_path, open_session, post, rows,
-    run_cli, sent_once, session_rows, text, toasts, user_named, user_row,
+    audit_rows, element_text, htmx, location, login, mail_to, mailbox_address, mailed_path, mailed_url, normalised,
+    open_session, post, posted, rows, run_cli, sent_once, session_rows, text, toasts, user_named, user_row,
 )
-import loopback_smtp
 from web import create_app
 from web.accounts import confirmation, queries
 from web.accounts.auth import UNCONFIRMED
@@ -51,11 +49,6 @@ async def send_link(app, mailed: list, account: dict) -> str:
 
 async def register(client, **form):
     return await post(client, "/register", {**NEWCOMER, **form})
-
-
-def normalised(html: str) -> str:
-    """The page without its CSRF tokens (masked afresh at every use)."""
-    return re.sub(r'(name="csrf_token" value="|"X-CSRF-Token": ")[^"]+', r"\1CSRF", html)
 
 
 async def assert_invalid(client, path: str) -> None:
@@ -374,17 +367,6 @@ async def test_required_invitations_are_not_concerned(strict_app, db):
 
 # ---- over HTTP: the real server, the real SMTP server ------------------------------------
 
-def mailbox_address(label: str) -> str:
-    """An address no other test (or run on the other database) sends to."""
-    return f"{label}.{secrets.token_hex(4)}@example.com"
-
-
-async def posted(http: httpx.AsyncClient, path: str, form: dict, page: str | None = None) -> httpx.Response:
-    """POST a form with the CSRF token of `page` (the path itself by default)."""
-    response = await http.get(page or path)
-    return await http.post(path, data={**form, "csrf_token": csrf_from(response.text)})
-
-
 async def test_confirming_over_http_with_the_message_sent_once(mail_server, db):
     address = mailbox_address("confirm")
     async with httpx.AsyncClient(base_url=mail_server.url, timeout=30) as http:
@@ -392,7 +374,7 @@ async def test_confirming_over_http_with_the_message_sent_once(mail_server, db):
         assert registered.status_code == 303 and registered.headers["Location"] == "/dashboard"
         message = await mail_server.mailbox.next_to(address)
         assert message["Subject"] == "Confirm your email address · Gatehouse"
-        [url] = [link for link in loopback_smtp.links(message) if "/confirm-email/" in link]
+        url = mailed_url(message, "confirm-email")
         assert url.startswith(mail_server.url + "/confirm-email/")
         row = await sent_once(db, address, "confirm")
         assert row.attempts == 1 and url.rsplit("/", 1)[1] not in row.text_body  # blanked once sent

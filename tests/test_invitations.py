@@ -5,7 +5,6 @@ signed in. In-process against the outbox table, then over HTTP against the real 
 SMTP server (PostgreSQL: two workers)."""
 import asyncio
 import re
-import secrets
 from datetime import timedelta
 
 import httpx
@@ -14,15 +13,16 @@ from sqlalchemy import select, update
 
 from conftest import PASSWORD, csrf_from, make_config
 from helpers import (
-    audit_rows, element_text, htmx, location, login, login_ok, page, page_and_statements, rows, send,
-    signed_in, text, toasts, user_named, user_row,
+    audit_rows, element_text, htmx, location, login, login_ok, mail_to, mailbox_address, mailed_url, normalised,
+    page, page_and_statements, posted, posted_at_once, rows, send, sent_once, signed_in, text, toasts, user_named,
+    user_row,
 )
 import loopback_smtp
 from web import create_app
 from web.accounts import passwords, queries, tokens
 from web.accounts.auth import LOGIN_FAILED
 from web.core.db import utcnow
-from web.core.tables import account_tokens, outbox, users
+from web.core.tables import account_tokens, users
 from web.users.invitations import RESENDS_PER_HOUR
 from web.users.edits import LAST_ADMIN
 
@@ -39,14 +39,9 @@ async def invite(client, username="newbie", email=None, role="Customer", **kwarg
     return await send(client, "/users", form, target="user-new", **kwargs)
 
 
-async def invitations_to(db, address: str):
-    return await rows(db, select(outbox).where(outbox.c.recipient == address, outbox.c.kind == "invite")
-                      .order_by(outbox.c.id))
-
-
 async def link_token(db, address: str, nth: int = -1) -> str:
     """The token of the `nth` invitation mailed to `address` (the outbox keeps it until sent)."""
-    messages = await invitations_to(db, address)
+    messages = await mail_to(db, address, "invite")
     assert messages, f"no invitation to {address}"
     return INVITE_LINK.search(messages[nth].text_body).group(1)
 
@@ -70,11 +65,6 @@ async def expire(db, user_id: int) -> None:
     async with db.write() as conn:
         await conn.execute(update(account_tokens).where(account_tokens.c.user_id == user_id)
                            .values(expires_at=utcnow() - timedelta(seconds=1)))
-
-
-def normalised(html: str) -> str:
-    """The page without the CSRF tokens (masked afresh at every use)."""
-    return re.sub(r'(name="csrf_token" value="|"X-CSRF-Token": ")[^"]+', r"\1CSRF", html)
 
 
 async def assert_invalid(client, token: str) -> str:
@@ -104,7 +94,7 @@ async def test_creating_a_user_mails_an_invitation_and_sets_no_password(app, db,
     created = await user_named(db, "newbie")
     assert created.password_hash == passwords.UNUSABLE and passwords.unusable(created.password_hash)
     assert created.invited_at is not None and created.email_confirmed_at is None
-    [message] = await invitations_to(db, "newbie@example.com")
+    [message] = await mail_to(db, "newbie@example.com", "invite")
     assert message.subject == "You are invited to Gatehouse · Gatehouse"
     token = INVITE_LINK.search(message.text_body).group(1)
     assert f"http://localhost:8000/invitation/{token}" in message.text_body
@@ -149,7 +139,7 @@ async def test_managers_invite_customers_only(app, db, make_user):
     for action in ("resend", "revoke"):
         response = await send(client, f"/users/{manager_row.id}/invitation/{action}", target="users-table")
         assert response.status_code == 403, action
-    assert len(await invitations_to(db, "invited.manager@example.com")) == 1
+    assert len(await mail_to(db, "invited.manager@example.com", "invite")) == 1
     assert (await user_row(db, manager_row.id)).deleted_at is None
 
 
@@ -326,7 +316,7 @@ async def test_a_row_shows_the_invitation_after_a_save(app, db, make_user):
     response = await send(admin, f"/users/{row.id}", form, target=f"user-{row.id}")
     assert response.status_code == 200
     assert status_cell(await text(response), row.id) == "Invited"
-    assert len(await invitations_to(db, row.email)) == 1  # the same address: no new mail
+    assert len(await mail_to(db, row.email, "invite")) == 1  # the same address: no new mail
 
 
 async def test_resending_mails_a_new_link_and_the_old_one_dies(app, db, make_user):
@@ -336,7 +326,7 @@ async def test_resending_mails_a_new_link_and_the_old_one_dies(app, db, make_use
     assert response.status_code == 204
     assert "users-changed" in response.headers["HX-Trigger"]
     assert toasts(response, "success")[0]["text"].startswith("Invited newbie again: we sent a new link to newbie@example.com")
-    assert len(await invitations_to(db, "newbie@example.com")) == 2
+    assert len(await mail_to(db, "newbie@example.com", "invite")) == 2
     new = await link_token(db, "newbie@example.com")
     assert new != old
     await assert_invalid(app.test_client(), old)
@@ -354,7 +344,7 @@ async def test_resends_are_limited_per_invitation(app, db, make_user):
     refused = await send(admin, f"/users/{row.id}/invitation/resend", target="users-table")
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     assert "invited 3 times this hour" in toasts(refused, "error")[0]["text"]
-    assert len(await invitations_to(db, "newbie@example.com")) == 1 + RESENDS_PER_HOUR
+    assert len(await mail_to(db, "newbie@example.com", "invite")) == 1 + RESENDS_PER_HOUR
     assert (await send(admin, f"/users/{other.id}/invitation/resend", target="users-table")).status_code == 204
 
 
@@ -402,7 +392,7 @@ async def test_a_deactivated_invitee_is_not_invited_again(app, db, make_user):
         await queries.update_user(conn, row.id, {"active": False})
     response = await send(admin, f"/users/{row.id}/invitation/resend", target="users-table")
     assert response.status_code == 409 and "activate them" in toasts(response, "error")[0]["text"]
-    assert len(await invitations_to(db, "newbie@example.com")) == 1
+    assert len(await mail_to(db, "newbie@example.com", "invite")) == 1
 
 
 async def test_a_new_address_for_an_invitee_gets_the_invitation_and_the_old_link_dies(app, db, make_user):
@@ -466,32 +456,6 @@ async def test_the_last_admin_cannot_be_deleted_while_only_an_invited_admin_rema
 
 # ---- over HTTP, with the real SMTP server ----------------------------------------------
 
-def mailbox_address(label: str) -> str:
-    """An address no other test (or run on the other database) sends to."""
-    return f"{label}.{secrets.token_hex(4)}@example.com"
-
-
-async def form_token(http: httpx.AsyncClient, path: str) -> str:
-    response = await http.get(path)
-    assert response.status_code == 200, response.text[:300]
-    return csrf_from(response.text)
-
-
-async def posted(http: httpx.AsyncClient, path: str, form: dict, page_path: str | None = None) -> httpx.Response:
-    return await http.post(path, data={**form, "csrf_token": await form_token(http, page_path or path)})
-
-
-async def sent_once(db, address: str):
-    """The outbox row of the one invitation to `address`, once its sender has marked it sent
-    (the SMTP server may hold the message a moment before the sender's mark commits)."""
-    for _ in range(200):
-        [row] = await invitations_to(db, address)
-        if row.sent_at is not None:
-            return row
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the invitation to {address} was never marked sent")
-
-
 async def test_the_invitation_flow_over_http_with_the_message_sent_once(mail_server, db, make_user):
     admin = await make_user("Admin", username="http.admin")
     address = mailbox_address("invitee")
@@ -499,14 +463,14 @@ async def test_the_invitation_flow_over_http_with_the_message_sent_once(mail_ser
         signed = await posted(http, "/login", {"identifier": admin["username"], "password": PASSWORD})
         assert signed.status_code == 303
         created = await posted(http, "/users", {"username": "http.invitee", "email": address, "role": "Manager",
-                                                "back": "/users"}, page_path="/users")
+                                                "back": "/users"}, page="/users")
         assert created.status_code == 303, created.text[:300]
     message = await mail_server.mailbox.next_to(address)
     assert message["Subject"] == "You are invited to Gatehouse · Gatehouse"
     assert "http.admin invited you to Gatehouse as Manager" in loopback_smtp.parts(message)["text/plain"]
-    [url] = [link for link in loopback_smtp.links(message) if "/invitation/" in link]
+    url = mailed_url(message, "invitation")
     assert url.startswith(mail_server.url + "/invitation/")
-    row = await sent_once(db, address)
+    row = await sent_once(db, address, "invite")
     assert row.attempts == 1 and url.rsplit("/", 1)[1] not in row.text_body  # blanked once sent
     path = url.removeprefix(mail_server.url)
     async with httpx.AsyncClient(base_url=mail_server.url, timeout=30) as invitee:
@@ -525,21 +489,14 @@ async def test_two_accepts_of_one_link_at_once_over_http_exactly_one_wins(mail_s
     async with httpx.AsyncClient(base_url=mail_server.url, timeout=30) as http:
         assert (await posted(http, "/login", {"identifier": admin["username"], "password": PASSWORD})).status_code == 303
         assert (await posted(http, "/users", {"username": "race.invitee", "email": address, "role": "Customer",
-                                              "back": "/users"}, page_path="/users")).status_code == 303
-    url = [link for link in loopback_smtp.links(await mail_server.mailbox.next_to(address)) if "/invitation/" in link][0]
-    path = url.removeprefix(mail_server.url)
-    browsers = [httpx.AsyncClient(base_url=mail_server.url, timeout=30) for _ in range(2)]
-    try:
-        forms = [{"password": f"{NEW_PASSWORD} {n}", "password_confirm": f"{NEW_PASSWORD} {n}",
-                  "csrf_token": await form_token(b, path)} for n, b in enumerate(browsers)]
-        answers = await asyncio.gather(*(b.post(path, data=form) for b, form in zip(browsers, forms)))
-    finally:
-        for b in browsers:
-            await b.aclose()
+                                              "back": "/users"}, page="/users")).status_code == 303
+    path = mailed_url(await mail_server.mailbox.next_to(address), "invitation").removeprefix(mail_server.url)
+    answers = await posted_at_once(mail_server.url, path, [
+        {"password": f"{NEW_PASSWORD} {n}", "password_confirm": f"{NEW_PASSWORD} {n}"} for n in range(2)])
     assert sorted(a.status_code for a in answers) == [303, 410]
     winner = next(n for n, a in enumerate(answers) if a.status_code == 303)
     invitee = await user_named(db, "race.invitee")
     assert (await passwords.verify(f"{NEW_PASSWORD} {winner}", invitee.password_hash))[0]
     assert len(await audit_rows(db, "invite_accepted")) == 1
-    row = await sent_once(db, address)
+    row = await sent_once(db, address, "invite")
     assert row.attempts == 1

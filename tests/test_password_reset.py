@@ -11,15 +11,14 @@ import httpx
 import pytest
 from sqlalchemy import insert, select, update
 
-from conftest import PASSWORD, csrf_from
+from conftest import PASSWORD
 from helpers import (
-    audit_rows, htmx, is_login_redirect, location, login, open_session, post, rows, send, session_rows, signed_in,
-    text, user_row,
+    audit_rows, htmx, is_login_redirect, location, login, mail_to, mailbox_address, mailed_url, normalised,
+    open_session, post, posted, posted_at_once, rows, send, sent_once, session_rows, signed_in, text, user_row,
 )
-import loopback_smtp
 from web.accounts import passwords, queries, tokens
 from web.core.db import utcnow
-from web.core.tables import account_tokens, login_throttle, outbox, users
+from web.core.tables import account_tokens, login_throttle, outbox
 
 SENT = "If an account exists for that name or address, we sent a link to its email address. It is valid for 30 minutes."
 INVALID = "This link is invalid or has expired"
@@ -35,14 +34,9 @@ async def ask(client, identifier: str, ip: str = "192.0.2.1", **kwargs):
                       scope_base={"client": (ip, 50000)}, **kwargs)
 
 
-async def mail_to(db, address: str, kind: str = "reset"):
-    return await rows(db, select(outbox).where(outbox.c.recipient == address, outbox.c.kind == kind)
-                      .order_by(outbox.c.id))
-
-
 async def link_token(db, address: str, nth: int = -1) -> str:
     """The token of the `nth` reset link mailed to `address` (the outbox keeps it until sent)."""
-    messages = await mail_to(db, address)
+    messages = await mail_to(db, address, "reset")
     assert messages, f"no reset mail to {address}"
     found = RESET_LINK.search(messages[nth].text_body)
     assert found, messages[nth].text_body
@@ -59,11 +53,6 @@ async def requested(client, db, account: dict) -> str:
 async def reset(client, token: str, password: str = NEW_PASSWORD, confirm: str | None = None, **kwargs):
     form = {"password": password, "password_confirm": password if confirm is None else confirm}
     return await post(client, f"/reset-password/{token}", form, **kwargs)
-
-
-def normalised(html: str) -> str:
-    """The page without the CSRF tokens (masked afresh at every use)."""
-    return re.sub(r'(name="csrf_token" value="|"X-CSRF-Token": ")[^"]+', r"\1CSRF", html)
 
 
 async def assert_invalid(client, token: str) -> None:
@@ -99,7 +88,7 @@ async def test_a_request_mails_a_link_to_the_accounts_address(client, db, make_u
     alice = await make_user(username="alice", email="alice@example.com")
     response = await ask(client, typed)
     assert response.status_code == 200 and SENT in await text(response)
-    [message] = await mail_to(db, "alice@example.com")
+    [message] = await mail_to(db, "alice@example.com", "reset")
     assert message.subject == "Reset your password · Gatehouse"
     token = RESET_LINK.search(message.text_body).group(1)
     assert f"http://localhost:8000/reset-password/{token}" in message.text_body
@@ -151,9 +140,9 @@ async def test_requests_are_limited_per_client_address(app, db, make_user):
     assert refused.status_code == 429
     assert 0 < int(refused.headers["Retry-After"]) <= 15 * 60
     assert "Too many reset requests from your network. Try again in" in body
-    assert await mail_to(db, "alice@example.com") == []  # nothing sent, nothing said about alice
+    assert await mail_to(db, "alice@example.com", "reset") == []  # nothing sent, nothing said about alice
     assert (await ask(client, "alice", ip="192.0.2.8")).status_code == 200  # another address may
-    assert len(await mail_to(db, "alice@example.com")) == 1
+    assert len(await mail_to(db, "alice@example.com", "reset")) == 1
 
 
 async def test_requests_are_limited_per_account_without_saying_so(app, db, make_user):
@@ -163,7 +152,7 @@ async def test_requests_are_limited_per_account_without_saying_so(app, db, make_
         assert (await ask(client, "alice", ip=f"192.0.2.{n}")).status_code == 200
     over = await ask(client, "alice", ip="192.0.2.99")
     assert over.status_code == 200 and SENT in await text(over)
-    assert len(await mail_to(db, alice["email"])) == 3
+    assert len(await mail_to(db, alice["email"], "reset")) == 3
     events = await audit_rows(db, "password_reset_requested")
     assert [e.changes["mailed"] for e in events] == [[None, True]] * 3 + [[None, False]]
     # The hour is over (the stored window moved back, no waiting): links are sent again.
@@ -171,7 +160,7 @@ async def test_requests_are_limited_per_account_without_saying_so(app, db, make_
         await conn.execute(update(login_throttle).where(login_throttle.c.key == f"reset-account:{alice['id']}")
                            .values(window_start=utcnow() - timedelta(hours=1, seconds=1)))
     assert (await ask(client, "alice", ip="192.0.2.100")).status_code == 200
-    assert len(await mail_to(db, alice["email"])) == 4
+    assert len(await mail_to(db, alice["email"], "reset")) == 4
 
 
 async def test_requests_are_audited_without_keeping_what_looks_like_a_password(client, db, make_user):
@@ -363,40 +352,13 @@ async def test_of_two_submits_of_one_link_at_once_exactly_one_wins(app, db, make
 
 # ---- over HTTP: the real server, the real SMTP server ----------------------------------
 
-def mailbox_address(label: str) -> str:
-    """An address no other test (or run on the other database) sends to."""
-    return f"{label}.{secrets.token_hex(4)}@example.com"
-
-
-async def form_token(http: httpx.AsyncClient, path: str) -> str:
-    response = await http.get(path)
-    assert response.status_code == 200, response.text[:300]
-    return csrf_from(response.text)
-
-
-async def posted(http: httpx.AsyncClient, path: str, form: dict) -> httpx.Response:
-    return await http.post(path, data={**form, "csrf_token": await form_token(http, path)})
-
-
-async def sent_once(db, address: str, kind: str):
-    """The outbox row of the one message of `kind` to `address`, once its sender has marked it
-    sent (the SMTP server may hold the message a moment before the sender's mark commits)."""
-    for _ in range(200):
-        [row] = await mail_to(db, address, kind)
-        if row.sent_at is not None:
-            return row
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the {kind} message to {address} was never marked sent")
-
-
 async def test_the_reset_flow_over_http_with_the_message_sent_once(mail_server, db, make_user):
     address = mailbox_address("reset")
     await make_user(username="http.reset", email=address)
     async with httpx.AsyncClient(base_url=mail_server.url, timeout=30) as http:
         asked = await posted(http, "/forgot-password", {"identifier": address.upper()})
         assert asked.status_code == 200 and SENT in asked.text
-        message = await mail_server.mailbox.next_to(address)
-        [url] = [link for link in loopback_smtp.links(message) if "/reset-password/" in link]
+        url = mailed_url(await mail_server.mailbox.next_to(address), "reset-password")
         assert url.startswith(mail_server.url + "/reset-password/")
         row = await sent_once(db, address, "reset")
         assert row.attempts == 1 and url.rsplit("/", 1)[1] not in row.text_body  # blanked once sent
@@ -416,17 +378,9 @@ async def test_two_submits_of_one_link_at_once_over_http_exactly_one_wins(mail_s
     alice = await make_user(username="http.race", email=address)
     async with httpx.AsyncClient(base_url=mail_server.url, timeout=30) as http:
         assert (await posted(http, "/forgot-password", {"identifier": "http.race"})).status_code == 200
-    url = [link for link in loopback_smtp.links(await mail_server.mailbox.next_to(address))
-           if "/reset-password/" in link][0]
-    path = url.removeprefix(mail_server.url)
-    browsers = [httpx.AsyncClient(base_url=mail_server.url, timeout=30) for _ in range(2)]
-    try:
-        forms = [{"password": f"{NEW_PASSWORD} {n}", "password_confirm": f"{NEW_PASSWORD} {n}",
-                  "csrf_token": await form_token(b, path)} for n, b in enumerate(browsers)]
-        answers = await asyncio.gather(*(b.post(path, data=form) for b, form in zip(browsers, forms)))
-    finally:
-        for b in browsers:
-            await b.aclose()
+    path = mailed_url(await mail_server.mailbox.next_to(address), "reset-password").removeprefix(mail_server.url)
+    answers = await posted_at_once(mail_server.url, path, [
+        {"password": f"{NEW_PASSWORD} {n}", "password_confirm": f"{NEW_PASSWORD} {n}"} for n in range(2)])
     assert sorted(a.status_code for a in answers) == [303, 410]
     winner = next(n for n, a in enumerate(answers) if a.status_code == 303)
     assert (await passwords.verify(f"{NEW_PASSWORD} {winner}", (await user_row(db, alice["id"])).password_hash))[0]
