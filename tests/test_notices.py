@@ -28,6 +28,17 @@ def from_where(ip: str, browser: str = BROWSER) -> dict:
     return {"scope_base": {"client": (ip, 50000)}, "headers": {"User-Agent": browser}}
 
 
+def told(message, kind: str, to: str, subject: str, ip: str) -> str:
+    """A notice of `kind` to `to`: when, from where and with which browser it happened, and what
+    to do if it was not them (assert_tells_what_to_do); its text."""
+    assert (message.kind, message.recipient) == (kind, to)
+    assert message.subject == f"{subject} · Gatehouse"
+    text = message.text_body
+    assert WHEN.search(text) and f"From the address: {ip}" in text and f"Browser: {BROWSER}" in text
+    assert_tells_what_to_do(message)
+    return text
+
+
 def assert_tells_what_to_do(message) -> None:
     """Plain, with the product's name, a way to act and nothing remote or tracked."""
     for body in (message.text_body, message.html_body):
@@ -52,14 +63,10 @@ async def test_a_password_change_on_the_profile_is_told_to_the_accounts_address(
     alice = await make_user(username="alice")
     assert (await change_password(app, alice, **from_where("192.0.2.33"))).status_code == 200
     [message] = await notices(db)
-    assert (message.kind, message.recipient) == ("password_changed", alice["email"])
-    assert message.subject == "Your password was changed · Gatehouse"
-    text = message.text_body
+    text = told(message, "password_changed", alice["email"], "Your password was changed", "192.0.2.33")
     assert 'account "alice" was changed on its profile page' in text
-    assert WHEN.search(text) and "From the address: 192.0.2.33" in text and f"Browser: {BROWSER}" in text
     assert "Every other session of the account was ended." in text
     assert "192.0.2.33" in message.html_body and "NoticeTest/1.0" in message.html_body
-    assert_tells_what_to_do(message)
 
 
 async def test_a_refused_password_change_tells_nothing(app, db, make_user):
@@ -77,12 +84,10 @@ async def test_a_reset_is_told_to_the_accounts_address(client, db, make_user):
                           **from_where("192.0.2.44"))
     assert response.status_code == 303
     [message] = await notices(db, "password_changed")
-    text = message.text_body
+    text = told(message, "password_changed", alice["email"], "Your password was changed", "192.0.2.44")
     assert 'account "alice" was changed with a reset link sent to this address' in text
     assert "Every session of the account was ended." in text
-    assert WHEN.search(text) and "From the address: 192.0.2.44" in text and f"Browser: {BROWSER}" in text
     assert "can read your email" in text
-    assert_tells_what_to_do(message)
 
 
 # ---- a login from a new browser --------------------------------------------------------
@@ -99,13 +104,9 @@ async def test_a_login_from_a_new_browser_is_told_once(app, db, make_user):
     assert (await login(known, "alice")).status_code == 303
     assert (await login(new, "alice", headers={"User-Agent": BROWSER}, ip="198.51.100.9")).status_code == 303
     [message] = await notices(db)
-    assert (message.kind, message.recipient) == ("new_login", alice["email"])
-    assert message.subject == "New login to your account · Gatehouse"
-    text = message.text_body
+    text = told(message, "new_login", alice["email"], "New login to your account", "198.51.100.9")
     assert 'account "alice" from a browser that had not' in text
-    assert WHEN.search(text) and "From the address: 198.51.100.9" in text and f"Browser: {BROWSER}" in text
     assert "someone has your password" in text
-    assert_tells_what_to_do(message)
     # Both browsers are known now: their next logins tell nothing.
     for client in (known, new, known):
         await post(client, "/logout", {})
