@@ -67,15 +67,17 @@ async def _pg_admin(statement: str) -> None:
 def pytest_collection_modifyitems(config, items):
     """Every test that drives Chromium is marked `browser`, and runs on SQLite only: the
     PostgreSQL runs cover the database layer and the multi-worker and concurrency cases over
-    HTTP, where a browser adds nothing but time. Their PostgreSQL variants are deselected, so
-    they are not reported as skipped."""
+    HTTP, where a browser adds nothing but time. So do tests marked `sqlite_only`: HTTP
+    behaviour the database does not change. Their PostgreSQL variants are deselected, so they
+    are not reported as skipped."""
     kept, deselected = [], []
     for item in items:
         if "browser" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.browser)
         callspec = getattr(item, "callspec", None)
         on_postgres = callspec is not None and callspec.params.get("database_url") == "postgres"
-        (deselected if on_postgres and item.get_closest_marker("browser") else kept).append(item)
+        sqlite_only = item.get_closest_marker("browser") or item.get_closest_marker("sqlite_only")
+        (deselected if on_postgres and sqlite_only else kept).append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept

@@ -5,6 +5,8 @@ The live tests put a real HTTP proxy (a small one written here) in front of a re
 server. Every party has its own loopback address, so the server sees who really connected:
 the proxy connects from 127.0.0.2 (the only trusted proxy), clients behind it from
 127.0.0.10 and 127.0.0.11, and a client that goes straight to the server from 127.0.0.1.
+They run on SQLite only: which address the app believes does not depend on the database (the
+throttles and the audit trail it feeds are tested on both elsewhere).
 """
 import asyncio
 import ipaddress
@@ -25,6 +27,8 @@ from web.core.config import Config, ConfigError
 from web import create_app
 from web.core.context import address_key, client_ip, client_key, forwarded_client, identify_client
 from web.core.db import Database
+
+pytestmark = pytest.mark.sqlite_only
 
 PROXY_SOURCE = "127.0.0.2"
 ATTACKER, VICTIM, DIRECT = "127.0.0.10", "127.0.0.11", "127.0.0.1"
