@@ -56,15 +56,12 @@ class TableState:
 
     @classmethod
     def from_args(cls, args) -> "TableState":
-        role = args.get("role", "")
-        active = args.get("active", "")
-        sort = args.get("sort", "username")
         return cls(
             q=args.get("q", "").strip()[:254],
-            role=role if role in ROLES else "",
-            active=active if active in STATUSES else "",
-            sort=sort if sort in SORTS else "username",
-            dir="desc" if args.get("dir") == "desc" else "asc",
+            role=keyset.one_of(args, "role", ROLES),
+            active=keyset.one_of(args, "active", STATUSES),
+            sort=keyset.one_of(args, "sort", SORTS, "username"),
+            dir=keyset.one_of(args, "dir", ("asc", "desc"), "asc"),
             **keyset.position(args, 500),
         )
 
