@@ -106,32 +106,34 @@ async def test_pages_send_nosniff_referrer_policy_and_vary_hx_request(client):
 
 # ---- errors -------------------------------------------------------------------------------
 
-async def test_unknown_page_is_a_styled_404_page(client):
-    response = await client.get("/no-such-page")
-    assert response.status_code == 404
+async def shown(client, path: str, status: int = 200, headers: dict | None = None):
+    """GET `path`: the response, its body and whether it is the whole page (the document and
+    its navigation); a fragment has neither."""
+    response = await client.get(path, headers=headers or {})
+    assert response.status_code == status
     body = await text(response)
-    assert "<html" in body
-    assert "<nav" in body
+    whole = "<html" in body
+    assert ("<nav" in body) == whole, body[:300]
+    return response, body, whole
+
+
+async def test_unknown_page_is_a_styled_404_page(client):
+    _, body, whole = await shown(client, "/no-such-page", 404)
+    assert whole
     assert "Page not found" in body
     assert 'id="toasts"' in body
 
 
 async def test_unknown_page_for_boosted_htmx_is_a_fragment_retargeted_to_main(client):
-    response = await client.get("/no-such-page", headers={"HX-Request": "true", "HX-Boosted": "true"})
-    assert response.status_code == 404
-    body = await text(response)
-    assert "<html" not in body
-    assert "<nav" not in body
+    response, body, whole = await shown(client, "/no-such-page", 404, {"HX-Request": "true", "HX-Boosted": "true"})
+    assert not whole
     assert "Page not found" in body
     assert response.headers.get("HX-Retarget") == "#main"
 
 
 async def test_unknown_page_for_htmx_is_never_a_whole_page(client):
-    response = await client.get("/no-such-page", headers={"HX-Request": "true", "HX-Target": "users-rows"})
-    assert response.status_code == 404
-    body = await text(response)
-    assert "<html" not in body
-    assert "<nav" not in body
+    response, body, whole = await shown(client, "/no-such-page", 404, {"HX-Request": "true", "HX-Target": "users-rows"})
+    assert not whole
     # The reason reaches the person: in the fragment, or as a toast event in HX-Trigger.
     assert "There is nothing at this address" in body + response.headers.get("HX-Trigger", "")
 
@@ -139,21 +141,16 @@ async def test_unknown_page_for_htmx_is_never_a_whole_page(client):
 # ---- fragments ----------------------------------------------------------------------------
 
 async def test_htmx_request_targeting_main_gets_only_the_main_block(client):
-    response = await client.get("/", headers={"HX-Request": "true", "HX-Target": "main"})
-    assert response.status_code == 200
-    body = await text(response)
-    assert "<html" not in body
-    assert "<nav" not in body
+    _, body, whole = await shown(client, "/", headers={"HX-Request": "true", "HX-Target": "main"})
+    assert not whole
     assert 'class="hero"' in body
     assert "<h1>Gatehouse</h1>" in body
 
 
 @pytest.mark.parametrize("extra", [{"HX-Boosted": "true"}, {"HX-History-Restore-Request": "true"}])
 async def test_boosted_and_history_restore_requests_get_the_full_page(client, extra):
-    response = await client.get("/", headers={"HX-Request": "true", "HX-Target": "main", **extra})
-    body = await text(response)
-    assert "<html" in body
-    assert "<nav" in body
+    _, body, whole = await shown(client, "/", headers={"HX-Request": "true", "HX-Target": "main", **extra})
+    assert whole
     assert "<h1>Gatehouse</h1>" in body
 
 
