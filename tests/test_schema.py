@@ -173,18 +173,14 @@ async def test_username_and_email_indexes_are_unique_on_lowercased_values(db):
 
 # ---- constraints enforced by both databases ---------------------------------------------
 
-async def test_usernames_differing_only_in_case_are_refused_by_the_database(db):
-    await _insert_user(db, "Alice", "alice@example.com")
+@pytest.mark.parametrize("first, second", [
+    (("Alice", "alice@example.com"), ("aLICE", "someone.else@example.com")),
+    (("alice", "Alice@Example.com"), ("bob", "alice@EXAMPLE.COM")),
+], ids=["username", "email"])
+async def test_names_and_emails_differing_only_in_case_are_refused_by_the_database(db, first, second):
+    await _insert_user(db, *first)
     with pytest.raises(IntegrityError):
-        await _insert_user(db, "aLICE", "someone.else@example.com")
-    async with db.read() as conn:
-        assert await user_queries.count_users(conn) == 1
-
-
-async def test_emails_differing_only_in_case_are_refused_by_the_database(db):
-    await _insert_user(db, "alice", "Alice@Example.com")
-    with pytest.raises(IntegrityError):
-        await _insert_user(db, "bob", "alice@EXAMPLE.COM")
+        await _insert_user(db, *second)
     async with db.read() as conn:
         assert await user_queries.count_users(conn) == 1
 
