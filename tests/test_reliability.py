@@ -7,18 +7,16 @@ RELIABILITY_REPORT=path appends each test's figures to path as JSON lines.
 """
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
-from conftest import SECRET
+from helpers import run_cli
 from reliability import (
     Load, Server, consistency_problems, fail_once, final_state, rendered_row, report, save_loop, seconds, seed,
     sign_in, sqlite_integrity,
@@ -26,7 +24,6 @@ from reliability import (
 from web.accounts import queries as account_queries
 
 pytestmark = pytest.mark.reliability
-ROOT = Path(__file__).resolve().parent.parent
 
 CLIENTS = 50
 ROWS = 20
@@ -52,6 +49,19 @@ async def run_load(base_url: str, sessions, rows, duration: float, clients: int,
         stop.set()
         await asyncio.gather(*workers)
     return load
+
+
+@asynccontextmanager
+async def serving(url: str, log: Path, password_hash: str):
+    """The app on `url` seeded with two Admins and ten rows, started, each Admin signed in:
+    (server, their sessions, the rows). Stopped on the way out, whatever happened."""
+    admins, rows = await seed(url, password_hash, admins=2, rows=10)
+    server = Server(url, log)
+    try:
+        server.start()
+        yield server, [await sign_in(server.url, name) for name in admins], rows
+    finally:
+        server.stop()
 
 
 # ---- 1. concurrency ------------------------------------------------------------------------
@@ -149,12 +159,8 @@ CRASH_CLIENTS = 16
 
 async def test_acknowledged_writes_survive_sigkill_mid_load(own_sqlite, tmp_path, password_hash):
     path, url = own_sqlite
-    admins, rows = await seed(url, password_hash, admins=2, rows=10)
-    server = Server(url, tmp_path / "server.log")
     total, kills, per_round = Load(), [], max(seconds() / KILLS, 1.5)
-    try:
-        server.start()
-        sessions = [await sign_in(server.url, name) for name in admins]
+    async with serving(url, tmp_path / "server.log", password_hash) as (server, sessions, rows):
         for round_ in range(KILLS):
             async def kill_midway(stop, server=server):
                 await asyncio.sleep(per_round)
@@ -168,8 +174,6 @@ async def test_acknowledged_writes_survive_sigkill_mid_load(own_sqlite, tmp_path
             assert load.accepted_count > 0, f"round {round_}: no save was accepted: {load.statuses}"
             assert (path.parent / (path.name + "-wal")).exists(), "a killed server leaves its WAL behind"
             server.start()  # recovery: the WAL is replayed by the first connection
-    finally:
-        server.stop()
     integrity = sqlite_integrity(path)
     assert integrity == ["ok"]
     final, events = await final_state(url)
@@ -184,14 +188,9 @@ async def test_acknowledged_writes_survive_sigkill_mid_load(own_sqlite, tmp_path
 
 async def test_sigterm_finishes_in_flight_requests_and_closes_the_database(own_sqlite, tmp_path, password_hash):
     path, url = own_sqlite
-    admins, rows = await seed(url, password_hash, admins=2, rows=10)
-    server = Server(url, tmp_path / "server.log")
     exit_codes, stop_seconds, in_flight = [], [], set()
     loads = []
-    try:
-        server.start()
-        sessions = [await sign_in(server.url, name) for name in admins]
-
+    async with serving(url, tmp_path / "server.log", password_hash) as (server, sessions, rows):
         async def terminate_midway(stop):
             await asyncio.sleep(max(seconds() / 2, 2))
             started = time.monotonic()
@@ -215,8 +214,6 @@ async def test_sigterm_finishes_in_flight_requests_and_closes_the_database(own_s
         server.start()  # and it comes back with everything
         second = await run_load(server.url, sessions, rows, 1.5, 4, seed_=1)
         assert second.problems == [] and second.accepted_count > 0
-    finally:
-        server.stop()
     refused_connections = sum(load.errors.values())
     load.add(second)
     final, events = await final_state(url)
@@ -230,25 +227,14 @@ async def test_sigterm_finishes_in_flight_requests_and_closes_the_database(own_s
 
 # ---- 5. backups under write load -----------------------------------------------------------
 
-def run_cli(*args, database_url: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET, "GATEHOUSE_ENV": "development"}
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
-
-
 BACKUPS = 2
 BACKUP_CLIENTS = 8
 
 
 async def test_backup_under_write_load_is_consistent_and_restores(own_sqlite, tmp_path, password_hash):
     path, url = own_sqlite
-    admins, rows = await seed(url, password_hash, admins=2, rows=10)
-    server = Server(url, tmp_path / "server.log")
     copies = []
-    try:
-        server.start()
-        sessions = [await sign_in(server.url, name) for name in admins]
-
+    async with serving(url, tmp_path / "server.log", password_hash) as (server, sessions, rows):
         async def back_up_meanwhile(stop):
             await asyncio.sleep(0.5)
             for n in range(BACKUPS):
@@ -265,8 +251,6 @@ async def test_backup_under_write_load_is_consistent_and_restores(own_sqlite, tm
         # Restoring over the database the server has open is refused.
         refused = run_cli("restore", str(copies[-1][0]), database_url=url)
         assert refused.returncode == 1 and "stop the server first" in refused.stderr, refused.stderr
-    finally:
-        server.stop()
     integrity = {copy: sqlite_integrity(copy) for copy, _ in copies}
     for copy, (rows_before, events_before) in copies:
         assert integrity[copy] == ["ok"], copy
