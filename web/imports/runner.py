@@ -4,10 +4,11 @@ outcome. A killed server loses at most the batch under way, which then never hap
 job is taken up again (by this worker when it restarts, or by another) once its lease runs out,
 and goes on from the first row without an outcome, so no row is created twice.
 
-Every worker runs `run_forever` (from before_serving): it takes running jobs nobody holds,
-at once when this worker starts one, else at its next look.
+Every worker runs a task (from before_serving) that takes running jobs nobody holds, at once
+when this worker starts one, else at its next look (BACKGROUND_POLL_SECONDS).
 """
 import asyncio
+import time
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,9 @@ from ..core.db import utcnow
 from . import jobs, rows as checks
 
 BATCH = 100
+# A batch also ends once it has taken this long: on SQLite every other write waits for it
+# (measured in docs/PERFORMANCE.md, "CSV import": 100 rows took up to 3 s on a loaded machine).
+BATCH_SECONDS = 0.1
 # Longer than a batch can take: a runner renews it at every batch.
 LEASE = timedelta(seconds=60)
 started = Wakeup()
@@ -80,10 +84,13 @@ async def run_batch(conn, job, importer) -> bool:
                                     **{name: [None, counts[name]] for name in jobs.OUTCOMES}})
         return False
     counts = {name: 0 for name in jobs.OUTCOMES}
+    ends = time.monotonic() + BATCH_SECONDS
     for row in batch:
         outcome, message, user_id = await create_account(conn, job, importer, row)
         await jobs.record(conn, job.id, row.line, outcome, message, user_id)
         counts[outcome] += 1
+        if time.monotonic() >= ends:  # the rows left go in the next batch
+            break
     await jobs.add_counts(conn, job.id, counts)
     return True
 
