@@ -26,7 +26,7 @@ from web.core.db import Database, utcnow
 from web.core.tables import audit_events, import_rows, imports, outbox, users
 from web.imports import jobs
 
-ROWS = 1000
+ROWS = 600
 KILLS = 2
 WAIT_SECONDS = 120  # for the import to move on; a bound on a broken run, not a timing
 
