@@ -26,7 +26,8 @@ def _reflected_indexes(sync_conn, table: str) -> dict[str, str]:
 
     SQLAlchemy's SQLite inspector skips expression indexes such as lower(username), so on
     SQLite the definitions come from sqlite_master instead (its implicit autoindexes have no
-    sql and are left out). PostgreSQL reflects them, expressions included.
+    sql and are left out). PostgreSQL reflects them, expressions included, with the method,
+    operator classes and storage parameters of an index that has them (the trigram indexes).
     """
     if sync_conn.dialect.name == "sqlite":
         rows = sync_conn.exec_driver_sql(
@@ -36,7 +37,11 @@ def _reflected_indexes(sync_conn, table: str) -> dict[str, str]:
     found = {}
     for index in sa.inspect(sync_conn).get_indexes(table):
         parts = [c for c in index["column_names"] if c] + list(index.get("expressions") or [])
-        found[index["name"]] = f"{'UNIQUE ' if index['unique'] else ''}({', '.join(parts)})"
+        options = index.get("dialect_options", {})
+        extras = [f"USING {options['postgresql_using']}"] if "postgresql_using" in options else []
+        extras += [f"{part} {ops}" for part, ops in options.get("postgresql_ops", {}).items()]
+        extras += [f"WITH {key}={value}" for key, value in options.get("postgresql_with", {}).items()]
+        found[index["name"]] = f"{'UNIQUE ' if index['unique'] else ''}({', '.join(parts)}) {' '.join(extras)}"
     return found
 
 
@@ -160,6 +165,24 @@ async def test_expression_indexes_have_the_functions_columns_and_uniqueness_of_t
                         assert column.name in definition, f"{index.name}: {definition}"
             checked += 1
     assert checked >= 2, "the lower(username) and lower(email) indexes were not checked"
+
+
+async def test_trigram_indexes_have_the_method_operator_class_and_storage_of_the_metadata(db):
+    if db.is_sqlite:
+        pytest.skip("SQLite has no trigram indexes: it searches an FTS5 table")
+    reflected = await reflected_indexes(db)
+    checked = 0
+    for table in metadata.sorted_tables:
+        for index in _indexes_made_on("postgresql", table):
+            options = index.dialect_options["postgresql"]
+            if not options["using"]:
+                continue
+            definition = reflected[table.name][index.name]
+            assert f"using{options['using']}" in definition, definition
+            assert all(ops in definition for ops in options["ops"].values()), definition
+            assert all(f"with{key}={value}" in definition for key, value in options["with"].items()), definition
+            checked += 1
+    assert checked == 2, "the trigram indexes of username and email were not checked"
 
 
 async def test_username_and_email_indexes_are_unique_on_lowercased_values(db):

@@ -43,7 +43,7 @@ def upgrade() -> None:
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     for name in ("username", "email"):
         op.create_index(f"ix_users_{name}_trgm", "users", [sa.text(f"lower({name}) gin_trgm_ops")],
-                        postgresql_using="gin")
+                        postgresql_using="gin", postgresql_with={"gin_pending_list_limit": 256})
 
 
 def downgrade() -> None:
