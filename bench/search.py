@@ -73,7 +73,8 @@ async def bench(name: str, url: str, users: int, repeats: int) -> None:
         print(f"{name}: {users:,} demo users loaded in {time.perf_counter() - start:.1f} s")
         async with db.read() as conn:
             one = (await queries.load_page(conn, queries.TableState(sort="created"))).rows[0].username
-        print(f"{'':<11}{'term':<16}{'search':<9}{'rows':>8}  {'page p50':>9} {'p99':>7}  {'+count p50':>10} {'p99':>7}")
+        print(f"{'':<11}{'term':<16}{'search':<9}{'rows':>8}  {'page p50':>9} {'p99':>7}  "
+              f"{'+count p50':>10} {'p99':>7}")
         for label, term in TERMS:
             term = one if term == "USERNAME" else term
             for mode, shortest in (("prefix", math.inf), ("any part", 3)):
