@@ -29,6 +29,7 @@ from werkzeug.datastructures import MultiDict
 
 from conftest import PASSWORD
 from helpers import AUTH_COOKIE, cookie_value, open_session, token
+from test_audit_log import generate_events
 from test_hostile_input import World, cheap_hashing, readable, world  # noqa: F401 (fixtures)
 from web.accounts import throttle
 from web.audit import routes as audit_routes
@@ -372,7 +373,9 @@ async def test_downloads_that_read_nothing_leave_the_server_answering(live_serve
     """Each export held a pooled connection from its first row to its last: five stalled
     downloads took SQLite's whole pool, and /healthz waited 30 s for one, then answered 503."""
     cookie = await signed_in_cookie(app, make_user)
-    await add_events(db, [event(datetime(2024, 1, 1) + timedelta(seconds=n), n) for n in range(EXPORT_EVENTS)])
+    for n in range(5):
+        await make_user("Customer", username=f"actor{n:02d}")
+    await generate_events(db, EXPORT_EVENTS)
     downloads = [stalled_download(live_server, cookie) for _ in range(STALLED)]
     try:
         await until_each_has_received(downloads, 2_000)
