@@ -24,7 +24,7 @@ def smoke_run(tmp_path_factory):
         skip_or_fail("wrk is not installed (apt-get install -y wrk)", "REQUIRE_BROWSER")
     out = tmp_path_factory.mktemp("bench") / "results.json"
     result = subprocess.run(
-        [sys.executable, "bench/run.py", "--users", "2000", "--duration", "2", "--connections", "4",
+        [sys.executable, "bench/run.py", "--users", "2000", "--duration", "1", "--connections", "4",
          "--storm-clients", "4", "--save-rows", "200", "--smoke", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
