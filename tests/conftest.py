@@ -83,6 +83,25 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
+# Modules whose tests share what their process holds: test_hostile_input's report counts what
+# its property tests saw, test_bench's and test_proxies' module-scoped fixtures run a benchmark
+# and a proxied server once. Under pytest-xdist (make test) each runs whole in one worker.
+ONE_WORKER = {"tests/test_hostile_input.py", "tests/test_bench.py", "tests/test_proxies.py"}
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Each test goes to whichever worker is free, a ONE_WORKER module's all to one. (Not
+    xdist_group marks: --dist loadgroup loses them on pytest 9.2, pytest-xdist#1386.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER else nodeid
+    return Scheduling(config, log)
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def database_url(request, tmp_path_factory):
     """One database per kind and test run; tests reset its tables."""
