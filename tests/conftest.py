@@ -374,7 +374,10 @@ async def browser():
     pytest-asyncio over the event loop)."""
     if not Path(CHROMIUM).exists():
         skip_or_fail(f"Chromium is not installed at {CHROMIUM}", "REQUIRE_BROWSER")
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
+    # Assertions wait as long as actions (the page fixture's 10 s): a step that hashes two
+    # passwords at the server can take longer than expect's 5 s when both cores are busy.
+    expect.set_options(timeout=10_000)
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
