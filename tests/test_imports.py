@@ -224,6 +224,7 @@ async def test_a_row_taken_between_the_preview_and_the_import_is_skipped(app, db
 async def test_a_runner_that_died_mid_import_is_taken_over_and_nothing_is_created_twice(app, db, make_user, monkeypatch):
     _, client = await signed_in(app, make_user, "Admin")
     monkeypatch.setattr(runner, "BATCH", 2)
+    monkeypatch.setattr(runner, "BATCH_SECONDS", 3600)  # batches by count only, however slow the machine
     job_id = await uploaded_job(client, "username,email\n" + "".join(f"user{n},user{n}@example.com\n" for n in range(7)))
     await send(client, f"/users/import/{job_id}/start", {}, hx=False)
     # A runner does one batch and dies: its lease is still running, then runs out.
