@@ -1,0 +1,19 @@
+"""Per-account preferences: shortcuts and theme (issue 17).
+
+Revision ID: 0011
+Revises: 0010
+"""
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
