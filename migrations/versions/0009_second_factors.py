@@ -1,4 +1,4 @@
-"""Second factors (TOTP secrets, recovery codes, passkeys) (issue 14).
+"""Second factors: TOTP secrets and recovery codes (issue 14).
 
 Revision ID: 0009
 Revises: 0008
