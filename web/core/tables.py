@@ -49,6 +49,10 @@ users = Table(
     Column("email_confirmed_at", DateTime),
     # Set while an invitation is pending: the account has no usable password until accepted.
     Column("invited_at", DateTime),
+    # The owner's own settings (profile): "system", "light" or "dark"; whether keys without a
+    # modifier (/, n, ?) act as shortcuts (WCAG 2.1.4 lets a person turn them off).
+    Column("theme", String(6), nullable=False, server_default="system"),
+    Column("single_key_shortcuts", Boolean, nullable=False, server_default=text("true")),
     CheckConstraint("version >= 1", name="version_positive"),
 )
 # Case-insensitive uniqueness and lookups: the app always compares lower(column).
