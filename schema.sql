@@ -95,6 +95,8 @@ CREATE TABLE users (
 	deleted_at DATETIME,
 	email_confirmed_at DATETIME,
 	invited_at DATETIME,
+	theme VARCHAR(6) DEFAULT 'system' NOT NULL,
+	single_key_shortcuts BOOLEAN DEFAULT true NOT NULL,
 	CONSTRAINT pk_users PRIMARY KEY (id),
 	CONSTRAINT ck_users_version_positive CHECK (version >= 1),
 	CONSTRAINT fk_users_role_roles FOREIGN KEY(role) REFERENCES roles (name)
@@ -150,6 +152,35 @@ CREATE TABLE imports (
 
 CREATE INDEX ix_imports_state ON imports (state);
 
+CREATE TABLE login_challenges (
+	id VARCHAR(64) NOT NULL,
+	user_id INTEGER NOT NULL,
+	remember BOOLEAN NOT NULL,
+	next_path VARCHAR(2000) DEFAULT '' NOT NULL,
+	stage VARCHAR(8) NOT NULL,
+	created_at DATETIME NOT NULL,
+	expires_at DATETIME NOT NULL,
+	CONSTRAINT pk_login_challenges PRIMARY KEY (id),
+	CONSTRAINT fk_login_challenges_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_login_challenges_expires_at ON login_challenges (expires_at);
+
+CREATE INDEX ix_login_challenges_user_id ON login_challenges (user_id);
+
+CREATE TABLE recovery_codes (
+	id INTEGER NOT NULL,
+	user_id INTEGER NOT NULL,
+	key_id VARCHAR(16) NOT NULL,
+	code_hash VARCHAR(64) NOT NULL,
+	created_at DATETIME NOT NULL,
+	used_at DATETIME,
+	CONSTRAINT pk_recovery_codes PRIMARY KEY (id),
+	CONSTRAINT fk_recovery_codes_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_recovery_codes_user_id ON recovery_codes (user_id, code_hash);
+
 CREATE TABLE sessions (
 	id VARCHAR(64) NOT NULL,
 	user_id INTEGER NOT NULL,
@@ -166,6 +197,17 @@ CREATE TABLE sessions (
 CREATE INDEX ix_sessions_expires_at ON sessions (expires_at);
 
 CREATE INDEX ix_sessions_user_id ON sessions (user_id);
+
+CREATE TABLE totp_factors (
+	user_id INTEGER NOT NULL,
+	key_id VARCHAR(16) NOT NULL,
+	secret VARCHAR(500) NOT NULL,
+	created_at DATETIME NOT NULL,
+	confirmed_at DATETIME,
+	last_used_step BIGINT,
+	CONSTRAINT pk_totp_factors PRIMARY KEY (user_id),
+	CONSTRAINT fk_totp_factors_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
 
 CREATE TABLE import_rows (
 	import_id INTEGER NOT NULL,
@@ -296,6 +338,8 @@ CREATE TABLE users (
 	deleted_at TIMESTAMP WITHOUT TIME ZONE,
 	email_confirmed_at TIMESTAMP WITHOUT TIME ZONE,
 	invited_at TIMESTAMP WITHOUT TIME ZONE,
+	theme VARCHAR(6) DEFAULT 'system' NOT NULL,
+	single_key_shortcuts BOOLEAN DEFAULT true NOT NULL,
 	CONSTRAINT pk_users PRIMARY KEY (id),
 	CONSTRAINT ck_users_version_positive CHECK (version >= 1),
 	CONSTRAINT fk_users_role_roles FOREIGN KEY(role) REFERENCES roles (name)
@@ -355,6 +399,35 @@ CREATE TABLE imports (
 
 CREATE INDEX ix_imports_state ON imports (state);
 
+CREATE TABLE login_challenges (
+	id VARCHAR(64) NOT NULL,
+	user_id INTEGER NOT NULL,
+	remember BOOLEAN NOT NULL,
+	next_path VARCHAR(2000) DEFAULT '' NOT NULL,
+	stage VARCHAR(8) NOT NULL,
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	expires_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	CONSTRAINT pk_login_challenges PRIMARY KEY (id),
+	CONSTRAINT fk_login_challenges_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_login_challenges_expires_at ON login_challenges (expires_at);
+
+CREATE INDEX ix_login_challenges_user_id ON login_challenges (user_id);
+
+CREATE TABLE recovery_codes (
+	id BIGSERIAL NOT NULL,
+	user_id INTEGER NOT NULL,
+	key_id VARCHAR(16) NOT NULL,
+	code_hash VARCHAR(64) NOT NULL,
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	used_at TIMESTAMP WITHOUT TIME ZONE,
+	CONSTRAINT pk_recovery_codes PRIMARY KEY (id),
+	CONSTRAINT fk_recovery_codes_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_recovery_codes_user_id ON recovery_codes (user_id, code_hash);
+
 CREATE TABLE sessions (
 	id VARCHAR(64) NOT NULL,
 	user_id INTEGER NOT NULL,
@@ -371,6 +444,17 @@ CREATE TABLE sessions (
 CREATE INDEX ix_sessions_expires_at ON sessions (expires_at);
 
 CREATE INDEX ix_sessions_user_id ON sessions (user_id);
+
+CREATE TABLE totp_factors (
+	user_id INTEGER NOT NULL,
+	key_id VARCHAR(16) NOT NULL,
+	secret VARCHAR(500) NOT NULL,
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	confirmed_at TIMESTAMP WITHOUT TIME ZONE,
+	last_used_step BIGINT,
+	CONSTRAINT pk_totp_factors PRIMARY KEY (user_id),
+	CONSTRAINT fk_totp_factors_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
 
 CREATE TABLE import_rows (
 	import_id BIGINT NOT NULL,
