@@ -1,4 +1,6 @@
 """Configuration from the environment, with defaults that are safe for development."""
+import base64
+import binascii
 import ipaddress
 import os
 import secrets
@@ -73,6 +75,31 @@ class MailServer:
     def __repr__(self) -> str:  # never the password, in a log or a traceback
         scheme = "smtps" if self.use_tls else "smtp"
         return f"MailServer({scheme}://{self.host}:{self.port}, user={self.username!r})"
+
+
+def factor_keys(value: str) -> tuple[str, ...]:
+    """FACTOR_KEYS: Fernet keys (url-safe base64 of 32 bytes), newest first, separated by commas.
+    The newest encrypts; the others only decrypt, until `run.py factors-rekey` has moved every
+    secret to the newest."""
+    keys = tuple(filter(None, (part.strip() for part in value.split(","))))
+    for key in keys:
+        try:
+            ok = len(base64.urlsafe_b64decode(key.encode())) == 32
+        except (ValueError, binascii.Error):
+            ok = False
+        if not ok:
+            raise ConfigError("FACTOR_KEYS must list Fernet keys (44 characters of url-safe base64, made by "
+                              "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`), "
+                              "newest first, separated by commas")
+    return keys
+
+
+def roles_list(name: str, value: str) -> tuple[str, ...]:
+    from .tables import ROLES
+    names = tuple(filter(None, (part.strip() for part in value.split(","))))
+    if unknown := [n for n in names if n not in ROLES]:
+        raise ConfigError(f"{name} may name only {', '.join(ROLES)} (separated by commas), not {', '.join(unknown)}")
+    return names
 
 
 MAIL_URL_EXAMPLE = "smtp://user:password@mail.example.com:587?starttls=1 or smtps://user:password@mail.example.com"
@@ -166,6 +193,11 @@ class Config:
     session_absolute: int = 12 * 60 * 60
     remember_idle: int = 14 * 24 * 60 * 60
     remember_absolute: int = 30 * 24 * 60 * 60
+    # Keys that encrypt second-factor secrets, newest first; empty: derived from SECRET_KEY
+    # (development only: from_env refuses production without FACTOR_KEYS).
+    factor_keys: tuple[str, ...] = ()
+    # Roles that must have a second factor: their login asks them to enrol before anything else.
+    require_2fa_roles: tuple[str, ...] = ()
 
     @property
     def production(self) -> bool:
@@ -200,6 +232,13 @@ class Config:
             raise ConfigError(f"MAIL_URL must be set in production (GATEHOUSE_ENV=production), "
                               f"such as {MAIL_URL_EXAMPLE}")
         base = base_url(environ.get("BASE_URL", "").strip(), production, port)
+        keys = factor_keys(environ.get("FACTOR_KEYS", ""))
+        if production and not keys:
+            raise ConfigError("FACTOR_KEYS must be set in production (GATEHOUSE_ENV=production): it encrypts "
+                              "second-factor secrets; make one with `python -c 'from cryptography.fernet "
+                              "import Fernet; print(Fernet.generate_key().decode())'`")
+        two_factor_roles = roles_list("REQUIRE_2FA_ROLES", environ.get("REQUIRE_2FA_ROLES",
+                                                                       "Admin" if production else ""))
         return cls(
             database_url=url,
             secret_key=secret,
@@ -216,4 +255,6 @@ class Config:
             mail_server=mail_server(mail_url, production) if mail_url else None,
             mail_from=mail_from(environ.get("MAIL_FROM", "").strip(), base),
             base_url=base,
+            factor_keys=keys,
+            require_2fa_roles=two_factor_roles,
         )

@@ -267,3 +267,47 @@ Index("uq_outbox_message_id", outbox.c.message_id, unique=True)
 # Only the messages still to send (few): what a sender looks for, soonest due first.
 UNFINISHED = and_(outbox.c.sent_at.is_(None), outbox.c.failed_at.is_(None))
 Index("ix_outbox_due_at", outbox.c.due_at, sqlite_where=UNFINISHED, postgresql_where=UNFINISHED)
+
+# Second factors (web/accounts/factors.py). One TOTP secret per account, encrypted under
+# FACTOR_KEYS (key_id names the key); confirmed_at NULL while its enrolment waits for a first
+# code. last_used_step: the newest 30-second step whose code was accepted; a code of that
+# step or an earlier one is refused, decided by a conditional UPDATE of this column.
+totp_factors = Table(
+    "totp_factors", metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    Column("key_id", String(16), nullable=False),
+    Column("secret", String(500), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("confirmed_at", DateTime),
+    Column("last_used_step", BigInteger),
+)
+
+# HMAC-SHA-256 of each recovery code under the FACTOR_KEYS key named by key_id; a code is
+# used up by setting used_at, conditionally, so two logins cannot both use it.
+recovery_codes = Table(
+    "recovery_codes", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("code_hash", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("used_at", DateTime),
+)
+Index("ix_recovery_codes_user_id", recovery_codes.c.user_id, recovery_codes.c.code_hash)
+
+# A login half done (web/accounts/second_step.py): the password was right, a second factor
+# (or enrolling one) is still to come. Keyed by the sha256 of the random token in this
+# browser's login cookie; five minutes long.
+login_challenges = Table(
+    "login_challenges", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("remember", Boolean, nullable=False),
+    Column("next_path", String(2000), nullable=False, server_default=""),
+    # verify (a factor is asked for) or enrol (REQUIRE_2FA_ROLES: one must be set up first)
+    Column("stage", String(8), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+Index("ix_login_challenges_user_id", login_challenges.c.user_id)
+Index("ix_login_challenges_expires_at", login_challenges.c.expires_at)
