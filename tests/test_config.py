@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 GOOD_SECRET = "s" * 40
 
 
+FACTOR_KEY = "n2Rm4Xw1Jb7kS0pLq9VtYc3aZe6Hf8Gd5Ui2Ow4Kx0E="
+
+
 def from_env(tmp_path, **environ) -> Config:
     return Config.from_env(environ=environ, instance=tmp_path)
 
@@ -98,7 +101,7 @@ def test_unknown_gatehouse_env_is_refused(tmp_path, value):
 
 def test_gatehouse_env_is_case_insensitive(tmp_path):
     assert from_env(tmp_path, SECRET_KEY=GOOD_SECRET, GATEHOUSE_ENV="Production", MAIL_URL="smtps://mail.example.com",
-                    BASE_URL="https://accounts.example.com").production
+                    BASE_URL="https://accounts.example.com", FACTOR_KEYS=FACTOR_KEY).production
 
 
 def test_default_database_is_a_sqlite_file_inside_the_instance_folder(tmp_path):
@@ -205,3 +208,29 @@ async def test_register_link_follows_registration_open(tmp_path, open_, shown):
 def test_gitignore_ignores_the_instance_folder():
     result = subprocess.run(["git", "check-ignore", "-q", "instance/secret_key"], cwd=ROOT)
     assert result.returncode == 0, "instance/ (with the development secret key) must be git-ignored"
+
+
+# ---- second factors: FACTOR_KEYS and REQUIRE_2FA_ROLES -----------------------------------
+
+PRODUCTION_ENV = {"GATEHOUSE_ENV": "production", "SECRET_KEY": GOOD_SECRET, "MAIL_URL": "smtps://mail.example.com",
+                  "BASE_URL": "https://accounts.example.com"}
+
+
+def test_production_without_factor_keys_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="FACTOR_KEYS must be set in production"):
+        from_env(tmp_path, **PRODUCTION_ENV)
+
+
+def test_factor_keys_are_read_newest_first_and_checked(tmp_path):
+    other = "A" * 43 + "="
+    assert from_env(tmp_path, FACTOR_KEYS=f"{FACTOR_KEY}, {other}").factor_keys == (FACTOR_KEY, other)
+    with pytest.raises(ConfigError, match="Fernet keys"):
+        from_env(tmp_path, FACTOR_KEYS="not-a-key")
+
+
+def test_admins_must_enrol_a_second_factor_in_production_and_nobody_in_development(tmp_path):
+    assert from_env(tmp_path, **PRODUCTION_ENV, FACTOR_KEYS=FACTOR_KEY).require_2fa_roles == ("Admin",)
+    assert from_env(tmp_path).require_2fa_roles == ()
+    assert from_env(tmp_path, REQUIRE_2FA_ROLES="Admin, Manager").require_2fa_roles == ("Admin", "Manager")
+    with pytest.raises(ConfigError, match="REQUIRE_2FA_ROLES may name only"):
+        from_env(tmp_path, REQUIRE_2FA_ROLES="Admin,Boss")

@@ -355,7 +355,8 @@ def from_env(tmp_path, **environ) -> Config:
 
 
 PRODUCTION = {"GATEHOUSE_ENV": "production", "SECRET_KEY": "s" * 40, "BASE_URL": "https://accounts.example.com",
-              "MAIL_URL": "smtps://mailer:p%40ss@mail.example.com"}
+              "MAIL_URL": "smtps://mailer:p%40ss@mail.example.com",
+              "FACTOR_KEYS": "n2Rm4Xw1Jb7kS0pLq9VtYc3aZe6Hf8Gd5Ui2Ow4Kx0E="}
 
 
 def test_development_needs_no_mail_settings(tmp_path):
