@@ -168,6 +168,37 @@ CREATE INDEX ix_login_challenges_expires_at ON login_challenges (expires_at);
 
 CREATE INDEX ix_login_challenges_user_id ON login_challenges (user_id);
 
+CREATE TABLE passkey_challenges (
+	id VARCHAR(64) NOT NULL,
+	purpose VARCHAR(16) NOT NULL,
+	user_id INTEGER,
+	user_handle VARCHAR(64),
+	expires_at DATETIME NOT NULL,
+	CONSTRAINT pk_passkey_challenges PRIMARY KEY (id),
+	CONSTRAINT fk_passkey_challenges_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_passkey_challenges_expires_at ON passkey_challenges (expires_at);
+
+CREATE TABLE passkeys (
+	id INTEGER NOT NULL,
+	user_id INTEGER NOT NULL,
+	credential_id VARCHAR(1364) NOT NULL,
+	user_handle VARCHAR(64) NOT NULL,
+	public_key BLOB NOT NULL,
+	sign_count BIGINT DEFAULT 0 NOT NULL,
+	name VARCHAR(64) NOT NULL,
+	transports JSON,
+	created_at DATETIME NOT NULL,
+	last_used_at DATETIME,
+	CONSTRAINT pk_passkeys PRIMARY KEY (id),
+	CONSTRAINT fk_passkeys_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_passkeys_user_id ON passkeys (user_id);
+
+CREATE UNIQUE INDEX uq_passkeys_credential_id ON passkeys (credential_id);
+
 CREATE TABLE recovery_codes (
 	id INTEGER NOT NULL,
 	user_id INTEGER NOT NULL,
@@ -190,6 +221,7 @@ CREATE TABLE sessions (
 	expires_at DATETIME NOT NULL,
 	user_agent VARCHAR(255) DEFAULT '' NOT NULL,
 	ip VARCHAR(45) DEFAULT '' NOT NULL,
+	reauthenticated_at DATETIME,
 	CONSTRAINT pk_sessions PRIMARY KEY (id),
 	CONSTRAINT fk_sessions_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
 );
@@ -415,6 +447,37 @@ CREATE INDEX ix_login_challenges_expires_at ON login_challenges (expires_at);
 
 CREATE INDEX ix_login_challenges_user_id ON login_challenges (user_id);
 
+CREATE TABLE passkey_challenges (
+	id VARCHAR(64) NOT NULL,
+	purpose VARCHAR(16) NOT NULL,
+	user_id INTEGER,
+	user_handle VARCHAR(64),
+	expires_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	CONSTRAINT pk_passkey_challenges PRIMARY KEY (id),
+	CONSTRAINT fk_passkey_challenges_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_passkey_challenges_expires_at ON passkey_challenges (expires_at);
+
+CREATE TABLE passkeys (
+	id SERIAL NOT NULL,
+	user_id INTEGER NOT NULL,
+	credential_id VARCHAR(1364) NOT NULL,
+	user_handle VARCHAR(64) NOT NULL,
+	public_key BYTEA NOT NULL,
+	sign_count BIGINT DEFAULT 0 NOT NULL,
+	name VARCHAR(64) NOT NULL,
+	transports JSON,
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	last_used_at TIMESTAMP WITHOUT TIME ZONE,
+	CONSTRAINT pk_passkeys PRIMARY KEY (id),
+	CONSTRAINT fk_passkeys_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_passkeys_user_id ON passkeys (user_id);
+
+CREATE UNIQUE INDEX uq_passkeys_credential_id ON passkeys (credential_id);
+
 CREATE TABLE recovery_codes (
 	id BIGSERIAL NOT NULL,
 	user_id INTEGER NOT NULL,
@@ -437,6 +500,7 @@ CREATE TABLE sessions (
 	expires_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
 	user_agent VARCHAR(255) DEFAULT '' NOT NULL,
 	ip VARCHAR(45) DEFAULT '' NOT NULL,
+	reauthenticated_at TIMESTAMP WITHOUT TIME ZONE,
 	CONSTRAINT pk_sessions PRIMARY KEY (id),
 	CONSTRAINT fk_sessions_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
 );

@@ -73,7 +73,8 @@ async def add_data(db) -> dict:
 # What the first release had: later revisions add tables and columns of their own.
 FIRST_RELEASE_TABLES = {"roles", "users", "sessions", "audit_events", "login_throttle"}
 ADDED_LATER = {"audit_events": {"target_name", "chain_position", "chain_hash"},
-               "users": {"email_confirmed_at", "invited_at", "theme", "single_key_shortcuts"}}
+               "users": {"email_confirmed_at", "invited_at", "theme", "single_key_shortcuts"},
+               "sessions": {"reauthenticated_at"}}
 
 
 def first_release_columns(table: sa.Table) -> list[sa.Column]:

@@ -1,8 +1,10 @@
-"""Sessions remember when their owner last re-authenticated (issue 14).
+"""Sessions remember when their owner last re-authenticated (issue 14): sessions.reauthenticated_at.
+Sessions open before the upgrade have none, so their first sensitive action asks again.
 
 Revision ID: 0012
 Revises: 0011
 """
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
@@ -12,8 +14,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.add_column("sessions", sa.Column("reauthenticated_at", sa.DateTime))
 
 
 def downgrade() -> None:
-    pass
+    op.drop_column("sessions", "reauthenticated_at")

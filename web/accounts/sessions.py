@@ -30,6 +30,8 @@ class CurrentUser:
     session_id: str
     remember: bool
     email_confirmed: bool  # the banner on every page asks for it until it is
+    theme: str = "system"  # the person's preferences, on <html> of every page (base.html)
+    single_key_shortcuts: bool = True
 
 
 def session_id(token: str) -> str:
@@ -45,6 +47,7 @@ async def start(conn, user_id: int, remember: bool, user_agent: str, ip: str, co
         id=session_id(token), user_id=user_id, remember=remember, created_at=now,
         last_seen_at=now, expires_at=now + timedelta(seconds=lifetime),
         user_agent=user_agent[:255], ip=ip[:45],
+        reauthenticated_at=now,  # a login is the freshest proof there is (reauthentication.py)
     ))
     return token
 
@@ -52,7 +55,7 @@ async def start(conn, user_id: int, remember: bool, user_agent: str, ip: str, co
 # Built once: SQLAlchemy then reuses its compiled form without working out a cache key.
 SESSION_USER = (
     select(users.c.id, users.c.username, users.c.email, users.c.role, users.c.email_confirmed_at,
-           sessions.c.remember, sessions.c.last_seen_at)
+           users.c.theme, users.c.single_key_shortcuts, sessions.c.remember, sessions.c.last_seen_at)
     .join(users, users.c.id == sessions.c.user_id)
     .where(sessions.c.id == bindparam("sid"), sessions.c.expires_at > bindparam("now"),
            users.c.active.is_(True), users.c.deleted_at.is_(None))
@@ -73,7 +76,7 @@ async def load(db, token: str, config) -> CurrentUser | None:
         async with db.write() as conn:
             await conn.execute(update(sessions).where(sessions.c.id == sid).values(last_seen_at=now))
     return CurrentUser(row.id, row.username, row.email, row.role, sid, row.remember,
-                       row.email_confirmed_at is not None)
+                       row.email_confirmed_at is not None, row.theme, row.single_key_shortcuts)
 
 
 async def end(conn, sid: str, user_id: int) -> int:

@@ -6,7 +6,7 @@ Timestamps are stored in UTC without a zone, the same way on SQLite and PostgreS
 """
 from sqlalchemy import (
     JSON, BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index,
-    Integer, MetaData, String, Table, Text, and_, column, func, table, text,
+    Integer, LargeBinary, MetaData, String, Table, Text, and_, column, func, table, text,
 )
 
 ROLES = ("Admin", "Manager", "Customer")
@@ -116,6 +116,9 @@ sessions = Table(
     Column("expires_at", DateTime, nullable=False),
     Column("user_agent", String(255), nullable=False, server_default=""),
     Column("ip", String(45), nullable=False, server_default=""),
+    # When its owner last proved it is them (a login, or the "confirm it's you" step before a
+    # sensitive action, web/accounts/reauthentication.py); NULL: never since the session began.
+    Column("reauthenticated_at", DateTime),
 )
 Index("ix_sessions_user_id", sessions.c.user_id)
 Index("ix_sessions_expires_at", sessions.c.expires_at)
@@ -311,3 +314,39 @@ login_challenges = Table(
 )
 Index("ix_login_challenges_user_id", login_challenges.c.user_id)
 Index("ix_login_challenges_expires_at", login_challenges.c.expires_at)
+
+# Passkeys (WebAuthn credentials, web/accounts/passkeys.py): each holds a public key, never a
+# secret. The user handle is random and shared by an account's passkeys: the authenticator
+# hands it back at a passwordless sign-in, and it says nothing about the account.
+CREDENTIAL_ID_MAX = 1364  # base64url of the 1,023 bytes WebAuthn allows
+PASSKEY_NAME_MAX = 64
+passkeys = Table(
+    "passkeys", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("credential_id", String(CREDENTIAL_ID_MAX), nullable=False),
+    Column("user_handle", String(64), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),  # COSE_Key
+    # Authenticators that keep no counter (synced passkeys) always send 0.
+    Column("sign_count", BigInteger, nullable=False, server_default=text("0")),
+    Column("name", String(PASSKEY_NAME_MAX), nullable=False),
+    Column("transports", JSON),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_used_at", DateTime),
+)
+Index("uq_passkeys_credential_id", passkeys.c.credential_id, unique=True)
+Index("ix_passkeys_user_id", passkeys.c.user_id)
+
+# WebAuthn challenges waiting for their answer: the sha256 of each, what it is for and, but
+# for a passwordless sign-in, whose it is. An answer uses its challenge up by deleting the row.
+passkey_challenges = Table(
+    "passkey_challenges", metadata,
+    Column("id", String(64), primary_key=True),
+    # register, sign_in, second_step, reauth
+    Column("purpose", String(16), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE")),
+    # register: the handle the new passkey will carry
+    Column("user_handle", String(64)),
+    Column("expires_at", DateTime, nullable=False),
+)
+Index("ix_passkey_challenges_expires_at", passkey_challenges.c.expires_at)
