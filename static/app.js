@@ -99,5 +99,55 @@
     window.location.reload();
   });
 
+  // The account's preferences live on <html> (base.html), which htmx never swaps: a saved
+  // preferences form sends them as an event, and a whole page loaded by htmx (a login or a
+  // logout changes whose they are) brings its own <html> tag to copy them from.
+  function applyPreferences(theme, singleKeyShortcuts) {
+    var root = document.documentElement;
+    if (theme === "light" || theme === "dark") root.setAttribute("data-theme", theme);
+    else root.removeAttribute("data-theme");
+    if (singleKeyShortcuts) root.removeAttribute("data-single-key-shortcuts");
+    else root.setAttribute("data-single-key-shortcuts", "off");
+  }
+  document.addEventListener("preferences", function (event) {
+    applyPreferences(event.detail.theme, event.detail.singleKeyShortcuts);
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var text = event.detail.serverResponse || "";
+    if (!/^\s*<!doctype html>/i.test(text)) return;
+    var tag = /<html\b[^>]*>/i.exec(text);
+    if (!tag) return;
+    var html = new DOMParser().parseFromString(tag[0] + "</html>", "text/html").documentElement;
+    applyPreferences(html.getAttribute("data-theme"), html.getAttribute("data-single-key-shortcuts") !== "off");
+  });
+
+  // Busy: while a request is out, the element it will replace says so (aria-busy; htmx marks
+  // the asker itself with htmx-request), and the form it came from takes no second submit: its
+  // buttons are aria-disabled rather than disabled, so a focused button keeps the focus.
+  function submitButtons(form) {
+    var own = Array.prototype.slice.call(form.querySelectorAll("button:not([type]), [type=submit]"));
+    return form.id ? own.concat(Array.prototype.slice.call(document.querySelectorAll('[type=submit][form="' + form.id + '"]'))) : own;
+  }
+  function setBusy(detail, on) {
+    var form = detail.elt.closest("form");
+    [detail.target, form].forEach(function (el) {
+      if (el && on) el.setAttribute("aria-busy", "true");
+      else if (el) el.removeAttribute("aria-busy");
+    });
+    if (!form) return;
+    submitButtons(form).forEach(function (button) {
+      if (on) button.setAttribute("aria-disabled", "true");
+      else button.removeAttribute("aria-disabled");
+    });
+  }
+  document.addEventListener("htmx:beforeSend", function (event) { setBusy(event.detail, true); });
+  document.addEventListener("htmx:afterRequest", function (event) { setBusy(event.detail, false); });
+  document.addEventListener("submit", function (event) {
+    if (event.target.getAttribute("aria-busy") === "true") {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }
+  }, true);
+
   document.addEventListener("DOMContentLoaded", function () { adoptServerToasts(); localTimes(); });
 })();

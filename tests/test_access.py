@@ -79,12 +79,14 @@ EXPECTED = {
     ("POST", "/profile/password"): anyone_signed_in(ALLOWED),
     ("POST", "/profile/sessions/<sid>/end"): anyone_signed_in(ALLOWED),
     ("POST", "/profile/sessions/end-others"): anyone_signed_in(ALLOWED),
+    ("POST", "/profile/preferences"): anyone_signed_in(ALLOWED),
     # The users table. Its routes that name a user are asked about a Customer, whom both
     # Managers and Admins may handle; which targets a Manager may touch is tested elsewhere.
     ("GET", "/users"): staff(200),
     ("GET", "/users/new"): staff(200),
     ("POST", "/users"): staff(ALLOWED),
-    ("GET", "/users/<int:user_id>"): staff("redirect to /users"),  # a row, or the table
+    ("GET", "/users/<int:user_id>"): staff(200),  # the user's page (tests/test_user_detail.py)
+    ("GET", "/users/<int:user_id>/row"): staff("redirect to /users"),  # a row, or the table
     ("GET", "/users/<int:user_id>/edit"): staff(200),
     ("POST", "/users/<int:user_id>"): staff(ALLOWED),
     ("GET", "/users/<int:user_id>/delete"): staff(200),
@@ -105,8 +107,7 @@ EXPECTED = {
     ("POST", "/users/import/<int:job_id>/mapping"): staff(ALLOWED),
     ("POST", "/users/import/<int:job_id>/start"): staff(ALLOWED),
     ("POST", "/users/import/<int:job_id>/cancel"): staff(ALLOWED),
-    # Another user's sessions: Admins only.
-    ("GET", "/users/<int:user_id>/sessions"): admins(200),
+    # Another user's sessions (shown on the user's page): Admins only.
     ("POST", "/users/<int:user_id>/sessions/<sid>/end"): admins(ALLOWED),
     ("POST", "/users/<int:user_id>/sessions/end-all"): admins(ALLOWED),
     # The audit log: read-only, for staff.

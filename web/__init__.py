@@ -33,7 +33,7 @@ def create_app(config: Config | None = None) -> Quart:
     app.db = Database(config.database_url, audit_key=config.audit_hmac_key)
     QuartAuth(app)
 
-    from .accounts import auth, confirmation, invitation, maintenance, profile, recovery, refusals, sessions
+    from .accounts import auth, confirmation, invitation, maintenance, preferences, profile, recovery, refusals, sessions
     from .audit import routes as audit_log
     from .core import access, compress, context, errors, formatting, health, pages, render, security
     from .dashboard import routes as dashboard
@@ -50,7 +50,7 @@ def create_app(config: Config | None = None) -> Quart:
     app.before_request_funcs[None].insert(0, context.identify_client)
     errors.init_app(app)
     refusals.init_app(app)
-    for blueprint in (pages.bp, health.bp, auth.bp, recovery.bp, profile.bp, dashboard.bp, users.bp, user_sessions.bp, audit_log.bp,
+    for blueprint in (pages.bp, health.bp, auth.bp, recovery.bp, profile.bp, preferences.bp, dashboard.bp, users.bp, user_sessions.bp, audit_log.bp,
                       invitation.bp, invitations.bp, confirmation.bp):
         app.register_blueprint(blueprint)
     if config.bench:

@@ -96,6 +96,12 @@ async def update_user(conn, user_id: int, values: dict) -> None:
     await conn.execute(update(users).where(users.c.id == user_id).values(**changed(**values)))
 
 
+async def set_preferences(conn, user_id: int, preferences: dict) -> None:
+    """The owner's own settings (theme, shortcuts). The version stays: they are not the
+    account's data an admin edits, so an editor open on this row has nothing to conflict with."""
+    await conn.execute(update(users).where(users.c.id == user_id).values(**preferences))
+
+
 async def soft_delete(conn, user_id: int) -> None:
     await update_user(conn, user_id, {"deleted_at": utcnow()})
 

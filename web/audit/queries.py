@@ -18,7 +18,8 @@ ACTIONS = ("create", "update", "delete", "restore", "register", "login", "login_
            "password_change", "password_failed", "session_end", "unlock", "refused", "export", "prune", "purge",
            "mail_failed", "password_reset_requested", "password_reset",
            "invite_resent", "invite_revoked", "invite_accepted",
-           "email_confirmed", "email_change_requested", "email_change_cancelled", "email_change_reported")
+           "email_confirmed", "email_change_requested", "email_change_cancelled", "email_change_reported",
+           "preferences")
 CHANGES = ("create", "update", "delete", "restore")
 TARGET_TYPES = ("user", "audit", "mail", "import")
 
