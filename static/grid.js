@@ -68,9 +68,39 @@
     countSelection();
   }
 
+  // The header's box speaks for the page: ticked when every row that can be is, mixed when
+  // some are. "Select all N matching" stands for the whole filter, beyond this page.
   function countSelection() {
-    var n = document.querySelectorAll("[data-grid] [data-select]:checked").length;
+    var boxes = Array.prototype.slice.call(document.querySelectorAll("[data-grid] [data-select]:not(:disabled)"));
+    var n = boxes.filter(function (b) { return b.checked; }).length;
+    var all = document.querySelector("[data-select-all]");
+    if (all) {
+      all.checked = boxes.length > 0 && n === boxes.length;
+      all.indeterminate = n > 0 && n < boxes.length;
+    }
+    var matching = document.querySelector("[data-select-matching]");
+    if (matching && matching.checked && n < boxes.length) matching.checked = false;
+    if (matching && matching.checked) n = matching.dataset.total;
     document.querySelectorAll("[data-selected-count]").forEach(function (el) { el.textContent = n; });
+  }
+
+  function selectPage(on) {
+    rows().forEach(function (r) { setSelected(r, on); });
+  }
+
+  // The search field, its folded filters (on a phone) opened first.
+  function search() {
+    var field = document.querySelector("[data-grid-search]");
+    var folded = field.closest("details");
+    if (folded) folded.open = true;
+    field.focus();
+  }
+
+  // One row menu open at a time; a click elsewhere or an action taken closes it.
+  function closeMenus(except) {
+    document.querySelectorAll("details[data-menu][open]").forEach(function (menu) {
+      if (menu !== except) menu.open = false;
+    });
   }
 
   // ---- dialogs ----
@@ -103,6 +133,8 @@
 
   document.addEventListener("click", function (event) {
     var target = event.target;
+    var menu = target.closest("details[data-menu]");
+    closeMenus(menu && target.closest("summary") ? menu : null);
     var deleteLink = target.closest("[data-action=delete]");
     if (deleteLink && rowOf(deleteLink)) {
       event.preventDefault();
@@ -121,6 +153,17 @@
     var dialog = target.closest("dialog");
     if (dialog && target.closest("[data-dialog-confirm]")) confirmDelete(dialog);
     if (dialog && target.closest("[data-dialog-cancel]")) dialog.close();
+    var all = target.closest("[data-select-all]");
+    if (all) {
+      selectPage(all.checked);
+      var matching = document.querySelector("[data-select-matching]");
+      if (matching && !all.checked) matching.checked = false;
+      countSelection();
+    }
+    if (target.closest("[data-select-matching]")) {
+      if (target.checked) selectPage(true);
+      countSelection();
+    }
     var box = target.closest("[data-select]");
     if (box) {
       var row = rowOf(box);
@@ -146,6 +189,17 @@
     if (!grid() || event.ctrlKey || event.metaKey || event.altKey || document.querySelector("dialog[open]")) return;
     var key = event.key;
     var target = event.target;
+    // Single-key shortcuts can be turned off in the profile (WCAG 2.1.4): then a character key
+    // (/ ? n 1-9 j k h o r x) does nothing here, while a focused row keeps the keys every grid
+    // has (arrows, Home, End, Page keys, Enter, F2, Delete, Space, Esc).
+    if (key.length === 1 && key !== " " && document.documentElement.getAttribute("data-single-key-shortcuts") === "off") return;
+    var openMenu = document.querySelector("details[data-menu][open]");
+    if (key === "Escape" && openMenu) {
+      event.preventDefault();
+      closeMenus();
+      if (openMenu.contains(target)) focusRow(rowOf(openMenu));
+      return;
+    }
     var row = rowOf(target);
 
     if (row && row.hasAttribute("data-editing")) {
@@ -158,7 +212,7 @@
     }
 
     var handled = true;
-    if (key === "/") document.querySelector("[data-grid-search]").focus();
+    if (key === "/") search();
     else if (key === "?") helpDialog().showModal();
     else if (key === "n") click("[data-action=new]");
     else if (/^[1-9]$/.test(key) && document.querySelector("[data-sort='" + key + "']")) {
@@ -177,6 +231,7 @@
     else if (key === "End") focusRow(rows()[rows().length - 1]);
     else if (key === "Enter" || key === "F2") click("[data-action=edit]", row);
     else if (key === "h") click("[data-action=history]", row);
+    else if (key === "o") handled = click("[data-action=open]", row);
     else if (key === "r") handled = click("[data-action=revert]", row);
     else if (key === "Delete") openDelete(row);
     else if (key === "x" || key === "X" || key === " ") toggleSelection(row, event.shiftKey);

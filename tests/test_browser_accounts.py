@@ -205,7 +205,7 @@ async def test_password_change_ends_the_session_in_another_browser(live_server, 
         await page.fill("#password-new", NEW_PASSWORD)
         await page.fill("#password-confirm", NEW_PASSWORD)
         await page.get_by_role("button", name="Change password").click()
-        await expect(page.locator("#toasts")).to_contain_text("1 other session(s) ended")
+        await expect(page.locator("#toasts")).to_contain_text("1 other session ended")
         await expect(page.locator("#profile-sessions tbody tr")).to_have_count(1)
 
         await other_page.get_by_role("link", name="Profile").click()

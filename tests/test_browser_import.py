@@ -61,7 +61,7 @@ async def test_import_a_file_with_mistakes_preview_fix_skip_progress_and_result(
 
     # Starting with problems left needs a choice: the message sits next to the button.
     await page.locator("#import-start button[type=submit]").click()
-    await expect(page.locator("#import-start-error")).to_contain_text("5 row(s) have problems")
+    await expect(page.locator("#import-start-error")).to_contain_text("5 rows have problems")
     await page.locator("#import-start input[name=skip_bad]").check()
     await page.locator("#import-start button[type=submit]").click()
 

@@ -134,6 +134,8 @@ async def test_create_delete_undo_and_bulk_deactivate_by_keyboard(live_server, p
     await expect(dialog).to_be_hidden()
     assert await focused_username(page) == "dora.three"
     await page.keyboard.press("Delete")
+    await expect(page.locator("#delete-dialog [data-dialog-cancel]")).to_be_focused()  # the safe choice first
+    await page.keyboard.press("Tab")
     await page.keyboard.press("Enter")
     await expect(page.locator("tbody tr[data-row]")).to_have_count(1)
     await expect(focused_row(page)).to_contain_text("dora.two")
@@ -150,7 +152,7 @@ async def test_create_delete_undo_and_bulk_deactivate_by_keyboard(live_server, p
     await page.locator("#bulk-action").select_option("deactivate")
     await page.get_by_role("button", name=re.compile("Apply to")).focus()
     await page.keyboard.press("Enter")
-    await expect(page.locator("#toasts")).to_contain_text("Deactivated 2 user(s)")
+    await expect(page.locator("#toasts")).to_contain_text("Deactivated 2 users.")
     await expect(page.locator("tbody tr[data-row] .badge-inactive")).to_have_count(2)
     assert await page.watch.still_marked()
 

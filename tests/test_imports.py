@@ -111,7 +111,7 @@ async def test_starting_with_problems_needs_a_choice_and_skipping_creates_the_go
     _, client = await signed_in(app, make_user, "Admin")
     job_id = await uploaded_job(client, "username,email\nann,ann@example.com\nbob,nope\n")
     refused = await send(client, f"/users/import/{job_id}/start", {}, hx=False)
-    assert refused.status_code == 422 and "1 row(s) have problems" in await text(refused)
+    assert refused.status_code == 422 and "1 row has problems" in await text(refused)
     assert (await job_of(db, job_id)).state == jobs.PREVIEW
     response = await send(client, f"/users/import/{job_id}/start", {"skip_bad": "on"}, hx=False)
     assert response.status_code == 303

@@ -6,9 +6,12 @@ from quart import Blueprint, current_app, g
 from ..core import audit_trail as audit
 from ..core.access import signed_in
 from ..core.context import client_ip, form_fields
+from ..core.formatting import counted
 from ..core.render import render, toast
-from . import attempts, confirmation, mailing, passwords, queries, sessions
+from . import attempts, confirmation, factors, mailing, passwords, queries, sessions
+from . import passkeys
 from .auth import start_session
+from .reauthentication import proven, reauthenticated
 from .validation import normalise_email
 
 bp = Blueprint("profile", __name__)
@@ -18,6 +21,8 @@ async def profile_page(status=200, **context):
         context["account"] = await queries.get_user(conn, g.user.id)
         context["sessions"] = await sessions.list_for(conn, g.user.id)
         context["pending_email"] = await confirmation.pending_change(conn, g.user.id)
+        context["passkeys"] = await passkeys.list_for(conn, g.user.id)
+        context["factor_status"] = await factors.get_status(conn, g.user.id)
     context.setdefault("email_values", {})
     context.setdefault("email_errors", {})
     context.setdefault("password_errors", {})
@@ -43,6 +48,7 @@ async def current_password_problem(password: str) -> str | None:
     async with db.write() as conn:
         if check.valid:
             await attempts.forgive(conn, keys)
+            await proven(conn)  # a sensitive action needs no other proof for a while
         else:
             await audit.record(conn, "password_failed", "user", g.user.id, actor=g.user, ip=client_ip())
     return None if check.valid else "That is not your current password."
@@ -114,12 +120,13 @@ async def change_password():
         await audit.record(conn, "password_change", "user", g.user.id, actor=g.user, ip=client_ip(),
                            changes={"sessions_ended": [None, ended]})
         await mailing.notice(conn, g.user, "password_changed", "Your password was changed", via_reset=False)
-    await toast("Password changed." + (f" {ended} other session(s) ended." if ended else ""))
+    await toast("Password changed." + (f" {counted(ended, 'other session')} ended." if ended else ""))
     return await profile_page(oob=("profile_sessions",))
 
 
 @bp.post("/profile/sessions/<sid>/end")
 @signed_in
+@reauthenticated
 async def end_session(sid: str):
     async with current_app.db.write() as conn:
         ended = await sessions.end(conn, sid, g.user.id) if sid != g.user.session_id else 0
@@ -131,11 +138,12 @@ async def end_session(sid: str):
 
 @bp.post("/profile/sessions/end-others")
 @signed_in
+@reauthenticated
 async def end_other_sessions():
     async with current_app.db.write() as conn:
         ended = await sessions.end_others(conn, g.user.id, keep_sid=g.user.session_id)
         if ended:
             await audit.record(conn, "session_end", "user", g.user.id, actor=g.user, ip=client_ip(),
                                changes={"sessions_ended": [None, ended]})
-    await toast(f"{ended} other session(s) ended." if ended else "There were no other sessions.")
+    await toast(f"{counted(ended, 'other session')} ended." if ended else "There were no other sessions.")
     return await profile_page()

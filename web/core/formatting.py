@@ -12,5 +12,10 @@ def when(moment: datetime) -> Markup:
     return Markup(f'<time datetime="{exact.replace(" ", "T")}Z" title="{exact} UTC">{exact[:16]} UTC</time>')
 
 
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """"1 other session", "3 other sessions", "1,204 rows": the number and the word that fits it."""
+    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"
+
+
 def init_app(app):
     app.add_template_filter(when)

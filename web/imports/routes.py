@@ -12,6 +12,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..core import audit_trail as audit
 from ..core.access import staff
 from ..core.context import client_ip
+from ..core.formatting import counted
 from ..core.render import go, is_htmx, render, toast
 from ..core.security import INT32_MAX
 from ..core.spreadsheet import spreadsheet_safe
@@ -181,7 +182,7 @@ async def start(job_id: int):
         job = await job_or_404(conn, job_id, lock=True)
         if not await jobs.start(conn, job_id, form.get("skip_bad") == "on"):
             tally = await jobs.tally(conn, job_id)
-            error = (f"{tally['bad']} row(s) have problems: fix them, or choose to skip them."
+            error = (f"{counted(tally['bad'], 'row')} {'has' if tally['bad'] == 1 else 'have'} problems: fix them, or choose to skip them."
                      if job.state == jobs.PREVIEW else "This import has already started.")
             return await job_page(job_id, 409 if job.state != jobs.PREVIEW else 422, start_error=error)
         await audit.record(conn, "import_started", "import", job_id, actor=g.user, ip=client_ip(),
