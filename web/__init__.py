@@ -34,15 +34,19 @@ def create_app(config: Config | None = None) -> Quart:
     QuartAuth(app)
 
     from .accounts import auth, confirmation, invitation, maintenance, preferences, profile, recovery, refusals, sessions
+    from .accounts import reauthentication
+    from .accounts import factor_settings, second_step
+    from .accounts import passkey_routes
     from .audit import routes as audit_log
-    from .core import access, compress, context, errors, formatting, health, pages, render, security
+    from .core import access, compress, context, errors, formatting, health, pages, palette, render, security
     from .dashboard import routes as dashboard
     from .imports import routes as imports, runner as import_runner
     from .mail import routes as mail, sender as mail_sender
-    from .users import invitations, routes as users, sessions as user_sessions
+    from .users import invitations, routes as users, sessions as user_sessions, suggestions as user_suggestions
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
     security.init_app(app)
     formatting.init_app(app)
+    palette.init_app(app)
     app.after_request(render.deliver_toasts)
     app.add_template_global(render.pending_toasts)
     access.init_app(app, load_user=sessions.load_user)
@@ -50,9 +54,11 @@ def create_app(config: Config | None = None) -> Quart:
     app.before_request_funcs[None].insert(0, context.identify_client)
     errors.init_app(app)
     refusals.init_app(app)
-    for blueprint in (pages.bp, health.bp, auth.bp, recovery.bp, profile.bp, preferences.bp, dashboard.bp, users.bp, user_sessions.bp, audit_log.bp,
-                      invitation.bp, invitations.bp, confirmation.bp):
+    reauthentication.init_app(app)
+    for blueprint in (pages.bp, health.bp, auth.bp, recovery.bp, profile.bp, preferences.bp, dashboard.bp, users.bp, user_suggestions.bp, user_sessions.bp, audit_log.bp,
+                      invitation.bp, invitations.bp, confirmation.bp, second_step.bp, factor_settings.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(passkey_routes.bp)
     if config.bench:
         from .core import bench
         app.register_blueprint(bench.bp)

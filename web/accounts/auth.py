@@ -8,8 +8,9 @@ from ..core import audit_trail as audit
 from ..core.access import public, signed_in
 from ..core.context import client_ip, client_key, form_fields, safe_next, settings
 from ..core.render import go, render, requested_block, toast
-from . import attempts, confirmation, mailing, passwords, queries, sessions, throttle
+from . import attempts, challenges, confirmation, factors, mailing, passwords, queries, sessions, throttle
 from .devices import device_key, remember_device
+from .factor_crypto import keyring
 from .validation import EMAIL_TAKEN, USERNAME_TAKEN, account_problems, normalise_email, username_problem
 
 bp = Blueprint("auth", __name__)
@@ -219,16 +220,49 @@ async def login():
     async with db.write() as conn:
         if check.new_hash:
             await queries.set_password_hash(conn, user.id, check.new_hash)
-        await queries.record_login(conn, user.id)
         await attempts.forgive(conn, keys)
-        await start_session(user.id, remember, conn)
-        await audit.record(conn, "login", "user", user.id, actor=user, ip=client_ip())
-        # A browser this account has not logged in from: its owner hears of it (not of the
-        # very first login, when no browser is known yet).
-        if device_key(user.id) is None and user.last_login_at is not None:
-            await mailing.notice(conn, user, "new_login", "New login to your account")
-    remember_device(user.id)
-    await toast(f"Welcome back, {user.username}.")
+        # Only now, with the right password, may the answer differ for an account with a
+        # second factor: the login waits for it (second_step.py), with no session until then.
+        if stage := await login_stage(conn, user):
+            await challenges.begin(conn, user.id, remember, next_path, stage)
+            if stage == challenges.ENROL:
+                await factors.start_enrolment(conn, user.id, keyring(settings()))
+        else:
+            await finish_login(conn, user, remember)
+    if stage:
+        return go(SECOND_STEP[stage])
+    return await logged_in(user.id, user.username, next_path)
+
+
+SECOND_STEP = {challenges.VERIFY: "/login/second-step", challenges.ENROL: "/login/enrol"}
+
+
+async def login_stage(conn, user) -> str | None:
+    """What the login still needs after the right password: a second factor (VERIFY),
+    enrolling one because the account's role must have one (ENROL), or nothing."""
+    if await factors.has_factor(conn, user.id):
+        return challenges.VERIFY
+    if user.role in settings().require_2fa_roles:
+        return challenges.ENROL
+    return None
+
+
+async def finish_login(conn, user, remember: bool, factor: str | None = None) -> None:
+    """The session, in the write transaction of a login whose every step is done."""
+    await queries.record_login(conn, user.id)
+    await start_session(user.id, remember, conn)
+    await audit.record(conn, "login", "user", user.id, actor=user, ip=client_ip(),
+                       changes={"factor": [None, factor]} if factor else None)
+    # A browser this account has not logged in from: its owner hears of it (not of the
+    # very first login, when no browser is known yet).
+    if device_key(user.id) is None and user.last_login_at is not None:
+        await mailing.notice(conn, user, "new_login", "New login to your account")
+
+
+async def logged_in(user_id: int, username: str, next_path: str):
+    """The answer to a completed login, once its transaction has committed."""
+    remember_device(user_id)
+    await toast(f"Welcome back, {username}.")
     return go(next_path)
 
 

@@ -1,0 +1,89 @@
+"""The profile's second factor: set up an authenticator app, make new recovery codes, turn it
+off. Each change is audited and its owner told by mail. Every answer is the profile, or (htmx)
+its second-factor section (the block profile_factors)."""
+from quart import Blueprint, current_app, g
+
+from ..core import audit_trail as audit
+from ..core.access import signed_in
+from ..core.context import client_ip, form_fields, settings
+from ..core.render import toast
+from . import factors, mailing, queries
+from .factor_crypto import keyring
+from .profile import profile_page
+from .second_step import NO_CODE, WRONG_CODE, clock, record_enrolment, setup_for
+
+bp = Blueprint("factor_settings", __name__)
+
+REQUIRED = "Your role requires a second factor: it cannot be turned off."
+
+
+@bp.post("/profile/factors/totp")
+@signed_in
+async def start():
+    async with current_app.db.write() as conn:
+        secret = await factors.start_enrolment(conn, g.user.id, keyring(settings()))
+    if secret is None:
+        await toast("An authenticator app is already set up.", "warning")
+        return await profile_page()
+    return await profile_page(totp_setup=setup_for(secret, g.user.username))
+
+
+@bp.post("/profile/factors/totp/confirm")
+@signed_in
+async def confirm():
+    code = (await form_fields("code"))["code"]
+    ring = keyring(settings())
+    async with current_app.db.write() as conn:
+        codes = await factors.confirm_enrolment(conn, g.user.id, code, ring, clock()) if code else None
+        if codes:
+            await record_enrolment(conn, await queries.get_user(conn, g.user.id), g.user)
+        else:
+            secret = await factors.pending_secret(conn, g.user.id, ring)
+    if codes:
+        await toast("Your authenticator app is set up.")
+        return await profile_page(new_codes=codes)
+    if secret is None:
+        await toast("Nothing was waiting to be set up: start again.", "warning")
+        return await profile_page(409)
+    return await profile_page(422, totp_setup=setup_for(secret, g.user.username),
+                               factor_error=WRONG_CODE if code else NO_CODE)
+
+
+@bp.post("/profile/factors/totp/cancel")
+@signed_in
+async def cancel():
+    async with current_app.db.write() as conn:
+        await factors.cancel_enrolment(conn, g.user.id)
+    return await profile_page()
+
+
+@bp.post("/profile/factors/recovery-codes")
+@signed_in
+async def new_recovery_codes():
+    async with current_app.db.write() as conn:
+        if has := await factors.has_factor(conn, g.user.id):
+            codes = await factors.replace_recovery_codes(conn, g.user.id, keyring(settings()))
+            await audit.record(conn, "recovery_codes_replaced", "user", g.user.id, actor=g.user, ip=client_ip())
+            await mailing.notice(conn, g.user, "factors_changed", "New recovery codes for your account",
+                                 change="codes")
+    if not has:
+        await toast("Set up an authenticator app first.", "warning")
+        return await profile_page(409)
+    await toast("New recovery codes made; the old ones no longer work.")
+    return await profile_page(new_codes=codes)
+
+
+@bp.post("/profile/factors/remove")
+@signed_in
+async def remove():
+    if g.user.role in settings().require_2fa_roles:
+        await toast(REQUIRED, "error")
+        return await profile_page(403)
+    async with current_app.db.write() as conn:
+        if removed := await factors.remove_all(conn, g.user.id):
+            await audit.record(conn, "second_factor_removed", "user", g.user.id, actor=g.user, ip=client_ip())
+            await mailing.notice(conn, g.user, "factors_changed", "The second factor of your account was turned off",
+                                 change="removed")
+    await toast("Second factor turned off." if removed else "No second factor was set up.",
+                "success" if removed else "warning")
+    return await profile_page()
