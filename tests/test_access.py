@@ -94,6 +94,7 @@ EXPECTED = {
     ("POST", "/users/<int:user_id>/restore"): staff(ALLOWED),
     ("POST", "/users/<int:user_id>/unlock"): staff(ALLOWED),
     ("POST", "/users/bulk"): staff(ALLOWED),
+    ("GET", "/users/suggestions"): staff(200),  # the command palette's (test_palette.py)
     ("POST", "/users/<int:user_id>/invitation/resend"): staff(ALLOWED),
     ("POST", "/users/<int:user_id>/invitation/revoke"): staff(ALLOWED),
     # Importing users from CSV: staff; a job is its importer's and the Admins' (test_imports.py).

@@ -223,3 +223,15 @@ async def load_row(conn, user_id: int):
     query = select(*LIST_COLUMNS, locked_until(), invitation()).where(
         users.c.id == user_id, users.c.deleted_at.is_(None))
     return (await conn.execute(query)).first()
+
+
+SUGGESTIONS = 8  # what the command palette lists while a name is typed
+
+
+async def find_users(conn, q: str, limit: int):
+    """The first live users, by username, whose username or email has `q` in it: the table's
+    own search (filters), as its first page sorted by username reads it."""
+    query = (select(users.c.id, users.c.username, users.c.email)
+             .where(*filters(TableState(q=q), conn.dialect.name))
+             .order_by(SORTS["username"].key).limit(limit))
+    return (await conn.execute(query)).all()
