@@ -79,7 +79,19 @@ EXPECTED = {
     ("POST", "/profile/password"): anyone_signed_in(ALLOWED),
     ("POST", "/profile/sessions/<sid>/end"): anyone_signed_in(ALLOWED),
     ("POST", "/profile/sessions/end-others"): anyone_signed_in(ALLOWED),
+    # Passkeys (tests/test_passkeys.py): one's own, from the profile; signing in with one, by
+    # anyone; the second step's, without a login under way, send back to the login page.
+    ("POST", "/profile/passkeys/options"): anyone_signed_in(ALLOWED),
+    ("POST", "/profile/passkeys"): anyone_signed_in(ALLOWED),
+    ("POST", "/profile/passkeys/<int:passkey_id>/rename"): anyone_signed_in(ALLOWED),
+    ("POST", "/profile/passkeys/<int:passkey_id>/remove"): anyone_signed_in(ALLOWED),
+    ("POST", "/login/passkey/options"): everyone(ALLOWED),
+    ("POST", "/login/passkey"): everyone(ALLOWED),
+    ("POST", "/login/second-step/passkey/options"): everyone(410),
+    ("POST", "/login/second-step/passkey"): everyone(LOGIN),
     ("POST", "/profile/preferences"): anyone_signed_in(ALLOWED),
+    # The proof before a guarded link (an export); a form without one is a 400 (test_reauthentication.py).
+    ("POST", "/reauthenticate"): anyone_signed_in(ALLOWED),
     # The users table. Its routes that name a user are asked about a Customer, whom both
     # Managers and Admins may handle; which targets a Manager may touch is tested elsewhere.
     ("GET", "/users"): staff(200),
