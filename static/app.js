@@ -50,9 +50,10 @@
     });
   }
 
-  // Times arrive in UTC (exact value in the title); show them in the viewer's own zone.
+  // Times arrive in UTC (exact value in the title); show them in the viewer's own zone
+  // (those given as an age, "2 hours ago", stay so).
   function localTimes(root) {
-    (root || document).querySelectorAll("time[datetime]:not([data-local])").forEach(function (el) {
+    (root || document).querySelectorAll("time[datetime]:not([data-local]):not([data-ago])").forEach(function (el) {
       var when = new Date(el.dateTime);
       if (isNaN(when)) return;
       el.setAttribute("data-local", "");
