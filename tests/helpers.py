@@ -434,11 +434,15 @@ def focused_row(page):
     return page.locator("tr[data-row]:focus")
 
 
-async def axe_violations(page) -> list:
-    """Serious and critical findings of axe-core, injected past the CSP for the test only."""
-    axe = next((ROOT / "tests" / "vendor").glob("axe-*.min.js"))
-    await page.add_script_tag(path=str(axe))
-    result = await page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+async def axe_violations(page, rules: tuple[str, ...] = ()) -> list:
+    """Serious and critical findings of axe-core (of `rules` only, when named), injected past
+    the CSP for the test only, once per document."""
+    if not await page.evaluate("typeof axe !== 'undefined'"):
+        await page.add_script_tag(path=str(next((ROOT / "tests" / "vendor").glob("axe-*.min.js"))))
+    options = {"resultTypes": ["violations"]}
+    if rules:
+        options["runOnly"] = {"type": "rule", "values": list(rules)}
+    result = await page.evaluate("options => axe.run(document, options)", options)
     return [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
             for v in result["violations"] if v["impact"] in ("serious", "critical")]
 

@@ -59,6 +59,8 @@ async def test_the_palette_finds_pages_actions_and_users_and_gives_focus_back(li
     assert (await saved.value).ok
     await expect(palette).to_be_hidden()
     await expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    # The account's choice wins over the device's (light here).
+    assert await page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(18, 21, 27)"
     await expect(focused_row(page)).to_have_count(1)
     assert (await user_row(db, admin["id"])).theme == "dark"
 
