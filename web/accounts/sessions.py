@@ -122,3 +122,12 @@ async def load_user():
         g.user = await load(current_app.db, token, current_app.config["GATEHOUSE"])
         if g.user is None:
             logout_user()  # the session is over: drop the stale cookie
+
+
+async def reauthenticated_at(conn, sid: str):
+    """When the owner of this session last proved it is them (None: not since it began)."""
+    return (await conn.execute(select(sessions.c.reauthenticated_at).where(sessions.c.id == sid))).scalar()
+
+
+async def mark_reauthenticated(conn, sid: str, now) -> None:
+    await conn.execute(update(sessions).where(sessions.c.id == sid).values(reauthenticated_at=now))

@@ -19,7 +19,7 @@ ACTIONS = ("create", "update", "delete", "restore", "register", "login", "login_
            "mail_failed", "password_reset_requested", "password_reset",
            "invite_resent", "invite_revoked", "invite_accepted",
            "email_confirmed", "email_change_requested", "email_change_cancelled", "email_change_reported",
-           "preferences")
+           "preferences", "reauthenticate", "reauthenticate_failed")
 CHANGES = ("create", "update", "delete", "restore")
 TARGET_TYPES = ("user", "audit", "mail", "import")
 
@@ -70,6 +70,7 @@ class AuditFilter:
     action: tuple[str, ...] = ()
     target_type: str = ""
     target_id: str = ""
+    target: str = ""  # a target user's username, as the filter form's user picker sends it
     since: str = ""
     until: str = ""
     after: str = ""
@@ -81,11 +82,17 @@ class AuditFilter:
         # Each known action once, however often repeated: a view merges one query per action.
         actions = tuple(dict.fromkeys(a for a in args.getlist("action") if a in ACTIONS))
         target_id = args.get("target_id", "").strip()
+        target = args.get("target", "").strip()[:32]
+        # The form's picker holds a username, or "#id" for a target without one (a purged
+        # user, an import): it replaces the link's target_id, which the form does not send.
+        if "target" in args:
+            target_id, target = (target[1:], "") if target.startswith("#") else ("", target)
         return cls(
             actor=args.get("actor", "").strip()[:32],
             action=actions,
-            target_type=keyset.one_of(args, "target_type", TARGET_TYPES),
+            target_type="user" if target else keyset.one_of(args, "target_type", TARGET_TYPES),
             target_id=target_id if target_id.isascii() and target_id.isdigit() and len(target_id) < 10 else "",
+            target=target,
             since=moment_arg(args, "since"),
             until=moment_arg(args, "until"),
             **keyset.position(args, 200),
@@ -110,18 +117,29 @@ class AuditFilter:
 
     @property
     def filtered(self) -> bool:
-        return bool(self.actor or self.action or self.target_type or self.target_id or self.since or self.until)
+        return bool(self.actor or self.action or self.target_type or self.target_id or self.target
+                    or self.since or self.until)
+
+
+async def user_id_named(conn, username: str) -> int | None:
+    """The id of the user (deleted or not) with this username, in any case: the user filters
+    follow the person through renames, where their events keep the name they had then."""
+    return (await conn.execute(select(users.c.id).where(func.lower(users.c.username) == username.lower()))).scalar()
 
 
 async def conditions(conn, view: AuditFilter) -> list | None:
     """The WHERE clauses of a view; None when it can match nothing (an unknown actor)."""
     where = []
     if view.actor:
-        actor_id = (await conn.execute(select(users.c.id).where(
-            func.lower(users.c.username) == view.actor.lower()))).scalar()
+        actor_id = await user_id_named(conn, view.actor)
         if actor_id is None:
             return None
         where.append(audit_events.c.actor_id == actor_id)
+    if view.target:
+        target_id = await user_id_named(conn, view.target)
+        if target_id is None:
+            return None
+        where.append(audit_events.c.target_id == target_id)
     if len(view.action) == 1:
         where.append(audit_events.c.action == view.action[0])  # several: one query each, merged
     if view.target_type:

@@ -9,6 +9,7 @@ from quart import Blueprint, abort, current_app, g, make_response, request
 from werkzeug.datastructures import MultiDict
 
 from ..accounts import queries as accounts
+from ..accounts.reauthentication import required as reauthentication_required
 from ..core import audit_trail as audit
 from ..core.access import staff
 from ..core.context import client_ip
@@ -20,12 +21,13 @@ from ..users.edits import (
     EDITABLE, describe_change, edit_user, may_change, parse_version, restore_user, row_values,
 )
 from .queries import (
-    ACTIONS, TARGET_TYPES, AuditFilter, conditions, export_batch, get_event, load_page, users_by_id,
+    ACTIONS, TARGET_TYPES, AuditFilter, conditions, export_batch, get_event, load_page, user_id_named, users_by_id,
 )
 
 bp = Blueprint("audit_log", __name__)
 
-CSV_COLUMNS = ("id", "occurred_at", "actor_id", "actor_name", "action", "target_type", "target_id", "changes", "ip")
+CSV_COLUMNS = ("id", "occurred_at", "actor_id", "actor_name", "action", "target_type", "target_id", "target_name",
+               "changes", "ip")
 BATCH = 500
 # A client that leaves a batch of an export unread this long is dropped: a stalled reader
 # cannot keep a task and its batch in memory for ever.
@@ -47,11 +49,19 @@ async def index():
 async def log_context(conn, view: AuditFilter, page: Page, **more) -> dict:
     """What the log's page shows besides its events: whose history it is, the chain's state
     (Admins), and which events the viewer may revert."""
-    subject = await accounts.get_user(conn, int(view.target_id)) \
-        if view.target_type == "user" and view.target_id else None
+    subject = await history_subject(conn, view)
     chain = await audit.chain_head(conn) if g.user.role == "Admin" else None
     return {"view": view, "page": page, "subject": subject, "chain": chain, "actions": ACTIONS,
             "target_types": TARGET_TYPES, "offers": await revert_offers(conn, page.rows), **more}
+
+
+async def history_subject(conn, view: AuditFilter):
+    """The user whose history the view shows (by the picker's username or a link's id), if any."""
+    if view.target:
+        user_id = await user_id_named(conn, view.target)
+    else:
+        user_id = int(view.target_id) if view.target_type == "user" and view.target_id else None
+    return await accounts.get_user(conn, user_id) if user_id else None
 
 
 # ---- one event, and reverting it -------------------------------------------------------
@@ -210,7 +220,7 @@ async def reverted(event, view: AuditFilter):
 def csv_row(event) -> str:
     return csv_line([
         event.id, event.occurred_at.isoformat(timespec="seconds") + "Z", event.actor_id, event.actor_name,
-        event.action, event.target_type, event.target_id,
+        event.action, event.target_type, event.target_id, event.target_name,
         json.dumps(event.changes, ensure_ascii=False, sort_keys=True) if event.changes else "", event.ip,
     ])
 
@@ -223,6 +233,7 @@ async def export():
     if not same_origin():
         # A link on another site must not make a signed-in person's browser write an event.
         abort(403, "Exports start from the audit log's own page.")
+    await reauthentication_required()
     view = AuditFilter.from_args(request.args)
     db = current_app.db  # the generator runs after the request context has gone
     async with db.write() as conn:

@@ -3,13 +3,16 @@
 Every write checks the version the browser saw (a stale one gets 409), guards the last
 active Admin, and writes its audit events in the same transaction.
 """
+import json
+import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from quart import Blueprint, abort, current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
 from ..accounts import invitation, queries as accounts, sessions, throttle, tokens
+from ..accounts.reauthentication import reauthenticated, required as reauthentication_required
 from ..accounts.validation import account_problems, normalise_email
 from ..core import audit_trail as audit
 from ..core.access import staff
@@ -22,7 +25,8 @@ from .edits import (
     row_values,
 )
 from .lookup import GONE, live_or_404, live_user_or_404
-from .queries import COLUMNS, TableState, load_page, load_row
+from .queries import COLUMNS, PAGE_SIZES, TableState, load_page, load_row, matching_ids, recent_history
+from .sessions import may_see_sessions
 
 bp = Blueprint("users", __name__)
 
@@ -34,6 +38,18 @@ def view_from_back(back: str) -> TableState:
     return TableState.from_args(dict(parse_qsl(urlsplit(back).query)))
 
 
+def back_to(back: str) -> str:
+    """Where a form sends the browser once done: the user's page it came from, or the table in
+    the view it showed. Only ever a path of ours, whatever `back` holds."""
+    path = urlsplit(back).path
+    return path if re.fullmatch(r"/users/[1-9][0-9]{0,9}", path) else view_from_back(back).url()
+
+
+def undo_url(user_id: int, back: str) -> str:
+    """The toast's Undo of a delete: it restores the user and returns to the same view."""
+    return f"/users/{user_id}/restore?" + urlencode({"back": back})
+
+
 async def table_page(status=200, view: TableState | None = None, **context):
     view = view or TableState.from_args(request.args)
     async with current_app.db.read() as conn:
@@ -41,12 +57,34 @@ async def table_page(status=200, view: TableState | None = None, **context):
     context.setdefault("editing", None)
     context.setdefault("creating", None)
     return await render("users/index.html", status, view=view, page=page, columns=COLUMNS,
-                        roles=ROLES, editable=EDITABLE[g.user.role], **context)
+                        roles=ROLES, editable=EDITABLE[g.user.role], page_sizes=PAGE_SIZES,
+                        **context)
 
 
 async def row_fragment(block: str, status=200, **context):
     context.setdefault("view", TableState())
     return await render(ROWS, status, block=block, roles=ROLES, editable=EDITABLE[g.user.role], **context)
+
+
+async def with_summary(view: TableState, block: str | None = None, **context):
+    """The htmx answer to a write of the table: the fragment `block` (none after a write that
+    reloads the table) and, out of band, the view's count and empty state as they are now.
+    A row the answer brings is shown whether or not it matches the view."""
+    async with current_app.db.read() as conn:
+        page = await load_page(conn, view)
+    if block is None:
+        return await render(ROWS, block="users_summary", oob_swap=True, view=view, page=page, empty=not page.rows)
+    return await row_fragment(block, oob=("users_summary",), view=view, page=page, empty=False, **context)
+
+
+async def table_changed(back: str, focus: int | None = None):
+    """The htmx answer to a write after which the table reloads itself (users-changed, landing
+    on the row `focus`); sent from the table, it also brings the count of the view `back` names."""
+    trigger = {"HX-Trigger": json.dumps({"users-changed": {"focus": focus} if focus else {}})}
+    if urlsplit(back).path != "/users":
+        return "", 204, trigger
+    body, status = await with_summary(view_from_back(back))
+    return body, status, trigger
 
 
 async def table_row_or_404(user_id: int):
@@ -83,9 +121,29 @@ async def index():
 
 # ---- one row: show, edit, save ---------------------------------------------------------
 
+# How many of the user's latest audit events their page shows; the audit log has the rest.
+HISTORY_EVENTS = 10
+
+
 @bp.get("/users/<int:user_id>")
 @staff
-async def show(user_id: int):
+async def detail(user_id: int):
+    """One user's page: the account, its lock-out and invitation, where they are logged in (for
+    those who may end it), and what happened to it lately."""
+    async with current_app.db.read() as conn:
+        row = await load_row(conn, user_id)
+        if row is None:
+            abort(404, GONE)
+        history = await recent_history(conn, user_id, HISTORY_EVENTS)
+        live = await sessions.list_for(conn, user_id) if may_see_sessions() else None
+    return await render("users/detail.html", u=row, changeable=may_edit(row.role), history=history, sessions=live,
+                        view=TableState.from_args(request.args), alone=TableState(q=row.username))
+
+
+@bp.get("/users/<int:user_id>/row")
+@staff
+async def row(user_id: int):
+    """The user's row of the table (an edit's Cancel); without JavaScript, the table."""
     if not is_htmx():
         return go(TableState.from_args(request.args).url())
     return await row_fragment("user", u=await table_row_or_404(user_id))
@@ -117,7 +175,9 @@ async def save(user_id: int):
     form = await request.form
     version = parse_version(form.get("version", ""))
     view = view_from_back(form.get("back", ""))
-    edit = await edit_user(current, version, await posted_values())
+    values = await posted_values()
+    await reauthentication_required(when=values.get("role", current.role) != current.role)
+    edit = await edit_user(current, version, values)
     if not edit.errors and edit.saved is None:
         return await conflict(user_id, edit.values, view)
     if edit.errors:
@@ -128,7 +188,7 @@ async def save(user_id: int):
     await toast(describe_change(edit.values["username"], edit.changes))
     if not is_htmx():
         return go(view.url())
-    return await row_fragment("user", u=await table_row_or_404(user_id), view=view)
+    return await with_summary(view, "user", u=await table_row_or_404(user_id))
 
 
 async def conflict(user_id: int, mine: dict, view: TableState):
@@ -171,6 +231,7 @@ async def create():
         if is_htmx():
             return await row_fragment("user_new", 422, **state)
         return await table_page(422, view=view, creating=state)
+    await reauthentication_required()
     email = normalise_email(values["email"])[0]
     try:
         async with current_app.db.write() as conn:
@@ -185,7 +246,7 @@ async def create():
     await toast(f"Invited {values['username']}: we sent a link to {email}.")
     if not is_htmx():
         return go(view.url())
-    return await row_fragment("user", u=await table_row_or_404(user_id), view=view)
+    return await with_summary(view, "user", u=await table_row_or_404(user_id))
 
 
 # ---- delete and undo -------------------------------------------------------------------
@@ -200,6 +261,7 @@ async def confirm_delete(user_id: int):
 
 @bp.post("/users/<int:user_id>/delete")
 @staff
+@reauthenticated
 async def delete(user_id: int):
     if user_id == g.user.id:
         abort(409, "You cannot delete your own account.")
@@ -218,40 +280,44 @@ async def delete(user_id: int):
         await tokens.revoke(conn, user_id)
         await audit.record(conn, "delete", "user", user_id, actor=g.user, ip=client_ip(),
                            changes={"deleted": [False, True]})
-    await toast(f"Deleted {user.username}.", undo=f"/users/{user_id}/restore")
+    await toast(f"Deleted {user.username}.", undo=undo_url(user_id, view.url()))
     if not is_htmx():
         return go(view.url())
-    return "", 204, {"HX-Trigger": '{"users-changed": {}}'}
+    return await table_changed(view.url())
 
 
 @bp.post("/users/<int:user_id>/restore")
 @staff
 async def restore(user_id: int):
+    back = (await request.form).get("back") or request.args.get("back", "")
     user = await restore_user(user_id)
     await toast(f"Restored {user.username}.")
     if not is_htmx():
-        return go("/users")
-    return "", 204, {"HX-Trigger": f'{{"users-changed": {{"focus": {user_id}}}}}'}
+        return go(back_to(back))
+    return await table_changed(back, focus=user_id)
 
 
 @bp.post("/users/<int:user_id>/unlock")
 @staff
 async def unlock(user_id: int):
     """Lifts a lock-out by failed logins (the address's own count stays)."""
-    view = view_from_back((await request.form).get("back", ""))
+    back = (await request.form).get("back", "")
     async with current_app.db.write() as conn:
         user = changeable_or_abort(await accounts.lock_user(conn, user_id), "unlock")
         await throttle.clear(conn, f"account:{user_id}")
         await audit.record(conn, "unlock", "user", user_id, actor=g.user, ip=client_ip())
     await toast(f"Unlocked {user.username}: they can log in again.")
     if not is_htmx():
-        return go(view.url())
-    return "", 204, {"HX-Trigger": '{"users-changed": {}}'}
+        return go(back_to(back))
+    return await table_changed(back)
 
 
 # ---- bulk actions ----------------------------------------------------------------------
 
 BULK_ACTIONS = {"activate", "deactivate", "delete", *(f"role:{r}" for r in ROLES)}
+# A bulk action over a whole filter changes this many users per write transaction: other
+# writes wait for one batch, never for the whole action.
+BULK_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -259,12 +325,14 @@ class BulkRequest:
     action: str
     ids: list[int]
     view: TableState
+    matching: TableState | None  # every user this view matches, instead of `ids`
 
 
 async def parse_bulk() -> BulkRequest:
     """The action and selection a bulk form sent; 400 when either is not one we offer."""
     form = await request.form
     action = form.get("action", "")
+    matching = view_from_back(form["matching"]) if form.get("matching") else None
     try:
         ids = sorted({int(i) for i in form.getlist("ids")})
     except ValueError:
@@ -273,11 +341,11 @@ async def parse_bulk() -> BulkRequest:
         abort(400, "The selection is not valid. Reload the page and try again.")
     if action not in BULK_ACTIONS:
         abort(400, "Choose an action for the selected users.")
-    if not ids:
+    if not ids and not matching:
         abort(400, "Select at least one user first (x or Space on a row).")
     if action.startswith("role:") and g.user.role != "Admin":
         abort(403, "Only Admins change roles.")
-    return BulkRequest(action, ids, view_from_back(form.get("back", "")))
+    return BulkRequest(action, ids, view_from_back(form.get("back", "")), matching)
 
 
 def bulk_change(action: str, target) -> tuple[dict, dict]:
@@ -295,21 +363,56 @@ def bulk_change(action: str, target) -> tuple[dict, dict]:
     return {k: after[k] for k in changes}, changes
 
 
-async def plan_bulk(conn, request_: BulkRequest) -> list[tuple]:
-    """(user, columns, changes) for each selected user the action changes, decided on the rows
-    as they are inside the write transaction; aborts the whole action when any part of it is
-    not allowed."""
-    action = request_.action
+REMOVES_ADMIN = {"deactivate", "delete", "role:Manager", "role:Customer"}
+
+
+@dataclass
+class BulkOutcome:
+    """What a bulk action did: users changed, and those it left out and why."""
+    changed: int = 0
+    not_theirs: int = 0       # Admins and Managers, left out of a Manager's action
+    kept_self: bool = False   # the person's own account, left out of a delete
+    kept_admin: str = ""      # the last active Admin, left as one
+
+    def message(self, label: str) -> str:
+        n = self.changed
+        said = [f"{label} {n:,} user{'' if n == 1 else 's'}." if n else
+                "Nothing to change: the selected users already were so."]
+        if self.not_theirs:
+            k = self.not_theirs
+            said.append(f"{k:,} Admin or Manager account{' was' if k == 1 else 's were'} left as "
+                        f"{'it was' if k == 1 else 'they were'}: Managers change Customers only.")
+        if self.kept_self:
+            said.append("Your own account was left out: you cannot delete it.")
+        if self.kept_admin:
+            said.append(f"{self.kept_admin} stays the last active Admin.")
+        return " ".join(said)
+
+
+async def plan_bulk(conn, action: str, ids: list[int], outcome: BulkOutcome, strict: bool) -> list[tuple]:
+    """(user, columns, changes) for each of these users the action changes, decided on the rows
+    as they are inside the write transaction. `strict` (the rows a person ticked): any part not
+    allowed aborts the whole action; otherwise (a whole filter) that part is left out and
+    counted in `outcome`."""
     admins = set(await accounts.lock_active_admins(conn))  # first, in the order every write takes them
-    targets = await accounts.lock_live_users(conn, request_.ids)
-    if any(not may_edit(t.role) for t in targets):
+    targets = await accounts.lock_live_users(conn, ids)
+    theirs = [t for t in targets if may_edit(t.role)]
+    if strict and len(theirs) < len(targets):
         abort(403, "Managers change Customers only; deselect the others.")
-    if action == "delete" and any(t.id == g.user.id for t in targets):
-        abort(409, "You cannot delete your own account; deselect it.")
-    removed = {t.id for t in targets if t.id in admins and action in {"deactivate", "delete", "role:Manager", "role:Customer"}}
+    outcome.not_theirs += len(targets) - len(theirs)
+    if action == "delete" and any(t.id == g.user.id for t in theirs):
+        if strict:
+            abort(409, "You cannot delete your own account; deselect it.")
+        theirs = [t for t in theirs if t.id != g.user.id]
+        outcome.kept_self = True
+    removed = {t.id for t in theirs if t.id in admins and action in REMOVES_ADMIN}
     if admins and admins <= removed:
-        abort(409, LAST_ADMIN)
-    plan = [(target, *bulk_change(action, target)) for target in targets]
+        if strict:
+            abort(409, LAST_ADMIN)
+        kept = next(t for t in theirs if t.id == (g.user.id if g.user.id in removed else min(removed)))
+        theirs.remove(kept)
+        outcome.kept_admin = kept.username
+    plan = [(target, *bulk_change(action, target)) for target in theirs]
     return [(target, values, changes) for target, values, changes in plan if changes]
 
 
@@ -324,17 +427,38 @@ async def apply_bulk(conn, action: str, plan: list[tuple]) -> None:
                            actor=g.user, ip=client_ip(), changes=changes)
 
 
+async def bulk_over_filter(action: str, view: TableState, outcome: BulkOutcome) -> None:
+    """The action on every user the view matches, BULK_BATCH users per transaction, walked by
+    id: each batch is chosen, decided and written in one transaction."""
+    last = 0
+    while True:
+        async with current_app.db.write() as conn:
+            ids = await matching_ids(conn, view, last, BULK_BATCH)
+            if ids:
+                plan = await plan_bulk(conn, action, ids, outcome, strict=False)
+                await apply_bulk(conn, action, plan)
+                outcome.changed += len(plan)
+        if len(ids) < BULK_BATCH:
+            return
+        last = ids[-1]
+
+
 @bp.post("/users/bulk")
 @staff
 async def bulk():
     wanted = await parse_bulk()
-    async with current_app.db.write() as conn:
-        plan = await plan_bulk(conn, wanted)
-        await apply_bulk(conn, wanted.action, plan)
+    await reauthentication_required()
+    outcome = BulkOutcome()
+    if wanted.matching:
+        await bulk_over_filter(wanted.action, wanted.matching, outcome)
+    else:
+        async with current_app.db.write() as conn:
+            plan = await plan_bulk(conn, wanted.action, wanted.ids, outcome, strict=True)
+            await apply_bulk(conn, wanted.action, plan)
+        outcome.changed = len(plan)
     label = {"activate": "Activated", "deactivate": "Deactivated", "delete": "Deleted"}.get(
         wanted.action, f"Made {wanted.action.split(':', 1)[-1]}")
-    count = len(plan)
-    await toast(f"{label} {count} user(s)." if count else "Nothing to change: the selected users already were so.")
+    await toast(outcome.message(label), "success" if outcome.changed else "warning")
     if not is_htmx():
         return go(wanted.view.url())
-    return "", 204, {"HX-Trigger": '{"users-changed": {}}'}
+    return await table_changed((await request.form).get("back", ""))

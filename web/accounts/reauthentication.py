@@ -1,0 +1,224 @@
+"""Re-authentication ("sudo mode", issue 14): a sensitive action needs a proof, no older than
+WINDOW, that the person at the keyboard owns the account: a login, or the password typed again.
+
+A guarded view wears @reauthenticated, or calls `await required()` where only part of what it
+does is sensitive (an inline edit that changes a role). Without a recent proof the view does
+not run: the answer asks for one and carries the request as it came, its form fields as
+hidden inputs under a signature bound to this session, method and URL, valid for WINDOW. The
+form sends the same fields to the same URL with a fresh CSRF token and the proof; `required()`
+checks the signature and the proof (throttled like a login, audited either way), marks the
+session, and the same view runs on the same data. Fields that differ from the signed ones,
+another session's signature or an old one are refused (400).
+
+htmx gets the form in a dialog (static/reauthenticate.js opens it) that targets the original
+request's target, outerHTML (every guarded fragment here is the element its id names), so the
+resumed answer lands where the first would have. Without JavaScript the form is a page, and
+the view's own redirect follows it. A guarded GET (an export) cannot be sent again with a
+body: its form posts to /reauthenticate, which answers with a page that starts the download.
+
+A form that carries a password proves itself with its "current password" (the profile's
+changes): a password never travels in the hidden fields.
+"""
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import wraps
+from urllib.parse import urlsplit
+
+from itsdangerous import BadData, URLSafeTimedSerializer
+from quart import Blueprint, abort, current_app, g, request
+
+from ..core import audit_trail as audit
+from ..core.access import signed_in
+from ..core.context import client_ip, safe_next
+from ..core.db import utcnow
+from ..core.render import is_htmx, render
+from ..core.security import CSRF_FIELD
+from . import attempts, queries, sessions
+
+bp = Blueprint("reauthentication", __name__)
+
+WINDOW = timedelta(minutes=10)
+PROOF, SIGNED = "reauth_proof", "reauth_pending"
+NOT_RESENT = {CSRF_FIELD, PROOF, SIGNED}
+TEMPLATE = "accounts/reauthenticate.html"
+WRONG = "That is not your password."
+EXPIRED = "This confirmation has expired or does not belong to this request. Start the action again."
+
+# What "now" is for the freshness of a proof: tests move it instead of waiting.
+clock = utcnow
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The request waiting for a proof, as it came."""
+    method: str
+    url: str  # path and query string
+    target: str  # the id of the element htmx was to swap ("" when none)
+    back: str  # where Cancel goes without JavaScript
+    fields: tuple[tuple[str, str], ...]  # the form, minus its CSRF token
+
+
+class Reauthenticate(Exception):
+    """The view stops here: the answer asks for a proof (again, saying why, with `error`)."""
+
+    def __init__(self, pending: Pending, error: str | None = None, status: int = 401, wait: int = 0):
+        super().__init__(error)
+        self.pending, self.error, self.status, self.wait = pending, error, status, wait
+
+
+def signer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt=f"gatehouse reauthentication {g.user.session_id}")
+
+
+def this_url() -> str:
+    query = request.query_string.decode("latin-1")
+    return request.path + ("?" + query if query else "")
+
+
+def resent_fields(form) -> tuple[tuple[str, str], ...]:
+    # Browsers send a field's line breaks as CRLF whatever the page held.
+    return tuple((name, value.replace("\r\n", "\n")) for name, value in form.items(multi=True)
+                 if name not in NOT_RESENT)
+
+
+def came_from() -> str:
+    """The page this request came from, when it is one of ours; else the dashboard."""
+    referrer = urlsplit(request.referrer or "")
+    if referrer.netloc != request.host:
+        return "/dashboard"
+    return safe_next(referrer.path + ("?" + referrer.query if referrer.query else "")) or "/dashboard"
+
+
+async def this_request() -> Pending:
+    target = request.headers.get("HX-Target", "") if is_htmx() else ""
+    return Pending(request.method, this_url(), target, came_from(), resent_fields(await request.form))
+
+
+def signed(pending: Pending) -> str:
+    return signer().dumps([pending.method, pending.url, pending.target, pending.back, pending.fields])
+
+
+def unsigned(token: str) -> Pending:
+    """The pending request a signature vouches for; 400 when it is forged, another session's
+    or older than WINDOW."""
+    try:
+        method, url, target, back, fields = signer().loads(token, max_age=WINDOW.total_seconds())
+    except (BadData, ValueError, TypeError):
+        abort(400, EXPIRED)
+    return Pending(method, url, target, back, tuple(tuple(pair) for pair in fields))
+
+
+async def resumed(form) -> Pending:
+    """The request resumed by this one, which must be the same request: method, URL, fields."""
+    pending = unsigned(form.get(SIGNED, ""))
+    if (pending.method, pending.url) != (request.method, this_url()) or \
+            sorted(pending.fields) != sorted(resent_fields(form)):
+        abort(400, EXPIRED)
+    return pending
+
+
+# ---- the proof ---------------------------------------------------------------------------
+
+async def recent(conn) -> bool:
+    proven_at = await sessions.reauthenticated_at(conn, g.user.session_id)
+    return proven_at is not None and proven_at > clock() - WINDOW
+
+
+async def prove(pending: Pending, proof: str) -> None:
+    """Checks the password typed, counted by the login's throttle before the check; audits the
+    outcome. A right one marks the session; otherwise the form comes again, saying why."""
+    db = current_app.db
+    async with db.read() as conn:
+        account = await queries.get_user(conn, g.user.id)
+    keys = attempts.keys_for(account)
+    check = await attempts.check_password(db, keys, proof, account.password_hash)
+    if check.wait:
+        raise Reauthenticate(pending, f"Too many wrong attempts. Try again in {check.wait} seconds.", 429, check.wait)
+    async with db.write() as conn:
+        if check.valid:
+            await attempts.forgive(conn, keys)
+        await settle(conn, check.valid, "password")
+    if not check.valid:
+        raise Reauthenticate(pending, WRONG)
+
+
+async def proven(conn) -> None:
+    """The person behind this session just proved it is them (a password, a code or a passkey
+    checked in this transaction): sensitive actions need no other proof for WINDOW."""
+    await sessions.mark_reauthenticated(conn, g.user.session_id, clock())
+
+
+async def settle(conn, right: bool, factor: str) -> None:
+    """The outcome of a proof asked for here, in the transaction of its check: audited, and a
+    right one counts from now."""
+    if right:
+        await proven(conn)
+    await audit.record(conn, "reauthenticate" if right else "reauthenticate_failed", "user", g.user.id,
+                       actor=g.user, ip=client_ip(), changes={"factor": [None, factor]})
+
+
+async def required(when: bool = True) -> None:
+    """Returns when this session proved who it is within WINDOW, or this request brings such a
+    proof (checked, then recorded), or `when` says that what it asks is not sensitive;
+    otherwise raises Reauthenticate, whose answer asks for one."""
+    if not when:
+        return
+    form = await request.form
+    if SIGNED in form:
+        await prove(await resumed(form), form.get(PROOF, ""))
+        return
+    async with current_app.db.read() as conn:
+        if await recent(conn):
+            return
+    raise Reauthenticate(await this_request())
+
+
+def reauthenticated(view):
+    """The view runs only after a recent proof (see `required`)."""
+    @wraps(view)
+    async def guarded(*args, **kwargs):
+        await required()
+        return await view(*args, **kwargs)
+    return guarded
+
+
+# ---- the answers ---------------------------------------------------------------------------
+
+async def ask(asked: Reauthenticate):
+    """The form asking for a proof: in a dialog for htmx (a first answer adds it to the page, a
+    wrong proof replaces its form), else a page of its own."""
+    pending = asked.pending
+    in_dialog = is_htmx() and not request.headers.get("HX-Boosted") and pending.method != "GET"
+    context = {"pending": pending, "signed": signed(pending), "error": asked.error, "in_dialog": in_dialog,
+               "action": pending.url if pending.method != "GET" else "/reauthenticate",
+               "minutes": int(WINDOW.total_seconds() // 60), "with_code": False}
+    headers = {"Retry-After": str(asked.wait)} if asked.wait else {}
+    if not in_dialog:
+        boosted = is_htmx()  # then the page's main region replaces this one's
+        body, status = await render(TEMPLATE, asked.status, block="main" if boosted else None, **context)
+        if boosted:
+            headers.update({"HX-Retarget": "#main", "HX-Reswap": "innerHTML"})
+        return body, status, headers
+    if SIGNED in await request.form:
+        body, status = await render(TEMPLATE, asked.status, block="reauth_form", **context)
+        return body, status, {**headers, "HX-Retarget": "#reauth-form", "HX-Reswap": "outerHTML"}
+    body, status = await render(TEMPLATE, asked.status, block="reauth_dialog", **context)
+    return body, status, {**headers, "HX-Retarget": "#main", "HX-Reswap": "beforeend"}
+
+
+@bp.post("/reauthenticate")
+@signed_in
+async def confirm_link():
+    """The proof for a guarded link (GET): then a page that follows the link (a download)."""
+    form = await request.form
+    pending = unsigned(form.get(SIGNED, ""))
+    if pending.method != "GET":
+        abort(400, EXPIRED)
+    await prove(pending, form.get(PROOF, ""))
+    body, status = await render(TEMPLATE, block=None, pending=pending, resumed=True)
+    return body, status, {"Refresh": f"0; url={pending.url}"}
+
+
+def init_app(app) -> None:
+    app.register_error_handler(Reauthenticate, ask)
+    app.register_blueprint(bp)
