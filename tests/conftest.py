@@ -164,6 +164,29 @@ class CompiledTemplates(jinja2.BytecodeCache):
 COMPILED_TEMPLATES = CompiledTemplates()
 
 
+def build_url_builders_once() -> None:
+    """Werkzeug compiles two URL builders for every route of every app, from generated
+    source, and that was most of create_app's time: over a thousand apps per run. A builder
+    depends only on the rule's parsed parts and defaults (it reaches the rule's converters
+    through the rule it is bound to), so apps with the same routes can share them. A private
+    method of werkzeug's: if it changes shape, the tests compile builders as before."""
+    from werkzeug.routing import Rule
+    compile_builder = getattr(Rule, "_compile_builder", None)
+    if compile_builder is None:
+        return
+    builders = {}
+
+    def shared(self, append_unknown: bool = True):
+        key = (tuple(self._trace), repr(sorted((self.defaults or {}).items())), append_unknown)
+        if (builder := builders.get(key)) is None:
+            builder = builders[key] = compile_builder(self, append_unknown)
+        return builder
+    Rule._compile_builder = shared
+
+
+build_url_builders_once()
+
+
 @pytest.fixture
 async def app(db, config):
     app = create_app(config)
