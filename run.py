@@ -13,11 +13,14 @@
     python run.py audit-verify [--expect-head HASH]
     python run.py users-purge --older-than 30d
     python run.py purge-expired        expired sessions and throttle counts (workers do it too)
+    python run.py factors-rekey        second-factor secrets under the newest FACTOR_KEYS key
+    python run.py factors-reset --username NAME   remove an account's second factors
     python run.py mail-send            send the mail due in the outbox, once (workers do it too)
     python run.py mail-test --to ADDRESS
 
 Settings come from the environment: DATABASE_URL, SECRET_KEY, GATEHOUSE_ENV, HOST, PORT,
-REGISTRATION_OPEN, AUDIT_HMAC_KEY, MAIL_URL, MAIL_FROM, BASE_URL. See README.md.
+REGISTRATION_OPEN, AUDIT_HMAC_KEY, MAIL_URL, MAIL_FROM, BASE_URL, FACTOR_KEYS, REQUIRE_2FA_ROLES.
+See README.md.
 """
 import argparse
 import asyncio
@@ -225,6 +228,45 @@ def cmd_users_purge(config: Config, args) -> int:
     return 0
 
 
+def cmd_factors_rekey(config: Config, args) -> int:
+    from web.accounts import factors
+    from web.accounts.factor_crypto import keyring
+
+    async def rekey(db):
+        async with db.write() as conn:
+            return await factors.rekey(conn, keyring(config))
+    done = on_database(config, rekey)
+    print(f"{done['secrets']:,} secrets re-encrypted under the newest key of FACTOR_KEYS.", file=sys.stderr)
+    if done["accounts_with_old_codes"]:
+        print(f"{done['accounts_with_old_codes']:,} accounts still have recovery codes hashed under an older key: "
+              "keep that key in FACTOR_KEYS until they make new codes (or reset their factors).", file=sys.stderr)
+    return 0
+
+
+def cmd_factors_reset(config: Config, args) -> int:
+    from web.accounts import factors, queries
+    from web.core import audit_trail as audit
+
+    async def reset(db):
+        async with db.write() as conn:
+            user = await queries.find_by_login(conn, args.username)
+            if user is None:
+                return None
+            removed = await factors.remove_all(conn, user.id)
+            await audit.record(conn, "second_factors_reset", "user", user.id, actor=audit.CLI,
+                               changes={"factors": [removed, False]})
+            await factors.notify_reset(conn, config, user, audit.CLI.username)
+            return removed
+    removed = on_database(config, reset)
+    if removed is None:
+        print(f"No account is named {args.username!r}.", file=sys.stderr)
+        return 1
+    print(f"Second factors of {args.username!r} removed{'' if removed else ' (it had none)'}; the owner was told "
+          "by mail. They log in with the password alone now, and set up a factor again (at once, if "
+          "their role is in REQUIRE_2FA_ROLES).", file=sys.stderr)
+    return 0
+
+
 def cmd_purge_expired(config: Config, args) -> int:
     from web.accounts import maintenance
     removed = on_database(config, lambda db: maintenance.purge(db, config))
@@ -345,6 +387,12 @@ def parser() -> argparse.ArgumentParser:
                         help="a head hash printed by an earlier run: it must still be in the chain "
                         "(catches events deleted from the end)")
     verify.set_defaults(run=cmd_audit_verify)
+    command("factors-rekey", "Re-encrypt every second-factor secret under the newest key of FACTOR_KEYS "
+            "(newest first), so the older keys can be dropped.").set_defaults(run=cmd_factors_rekey)
+    factors_reset = command("factors-reset", "Remove every second factor of an account (its owner lost them "
+                            "all, and no other Admin can reset them); audited, the owner told by mail.")
+    factors_reset.add_argument("--username", required=True, metavar="NAME", help="the username or email")
+    factors_reset.set_defaults(run=cmd_factors_reset)
     purge = command("users-purge", "Remove for good the users deleted (soft) longer ago than a given age.")
     purge.add_argument("--older-than", type=duration, required=True, metavar="AGE",
                        help="age such as 30d (days) or 12h (hours)")

@@ -15,17 +15,20 @@ from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 
 from ..core.context import client_key, settings
 from ..core.db import utcnow
-from ..core.tables import recovery_codes, totp_factors
+from ..core.tables import passkeys, recovery_codes, totp_factors
+from ..mail import outbox
+from ..mail.messages import compose, link
 from . import attempts, recovery_codes as codes, throttle, totp
 from .devices import device_key
 from .factor_crypto import Keyring, keyring
 
-TOTP, RECOVERY = "totp", "recovery"
+TOTP, RECOVERY, PASSKEY = "totp", "recovery", "passkey"
 
 
 def HAS_FACTOR(user_id_column):  # noqa: N802 (reads as the SQL condition it is)
     """Whether the account behind `user_id_column` has a second factor it can log in with."""
-    return exists().where(totp_factors.c.user_id == user_id_column, totp_factors.c.confirmed_at.is_not(None))
+    return or_(exists().where(totp_factors.c.user_id == user_id_column, totp_factors.c.confirmed_at.is_not(None)),
+               exists().where(passkeys.c.user_id == user_id_column))
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,9 @@ async def has_factor(conn, user_id: int) -> bool:
 async def kinds(conn, user_id: int) -> set[str]:
     """The kinds of factor the account can log in with."""
     status = await get_status(conn, user_id)
-    return {kind for kind, present in ((TOTP, status.totp_confirmed_at), (RECOVERY, status.recovery_left)) if present}
+    has_passkey = (await conn.execute(select(exists().where(passkeys.c.user_id == user_id)))).scalar()
+    return {kind for kind, present in ((TOTP, status.totp_confirmed_at), (RECOVERY, status.recovery_left),
+                                       (PASSKEY, has_passkey)) if present}
 
 
 async def get_status(conn, user_id: int) -> Status:
@@ -127,7 +132,20 @@ async def remove_all(conn, user_id: int) -> bool:
     had = await has_factor(conn, user_id)
     await conn.execute(delete(totp_factors).where(totp_factors.c.user_id == user_id))
     await conn.execute(delete(recovery_codes).where(recovery_codes.c.user_id == user_id))
+    await conn.execute(delete(passkeys).where(passkeys.c.user_id == user_id))
     return had
+
+
+async def notify_reset(conn, config, user, by: str, circumstances: dict | None = None) -> None:
+    """Tells the owner that `by` (an Admin, or run.py) removed their factors. Written for the
+    command line too, where there is no request: `circumstances` (mailing.circumstances())
+    only when there is one."""
+    message = compose(config, "factors_changed", to=user.email, subject="The second factors of your account were reset",
+                      username=user.username, reset_url=link(config, "/forgot-password"), change="reset", by=by,
+                      must_enrol=user.role in config.require_2fa_roles,
+                      **(circumstances or {"when": utcnow().strftime("%Y-%m-%d %H:%M UTC"), "ip": "the server itself",
+                                           "browser": "the command line"}))
+    await outbox.post(conn, message)
 
 
 # ---- checking a code -------------------------------------------------------------------
