@@ -80,6 +80,10 @@ async def test_a_customer_is_offered_no_admin_actions(live_server, page, make_us
     await page.keyboard.type("user")
     await expect(options(page)).to_have_count(0)
     await expect(page.locator("[data-palette-status]")).to_have_text("Nothing matches.")
+    await page.fill("#palette-input", "log out")
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".nav-user")).to_contain_text("Log in")
+    await expect(page.locator("#palette")).to_have_count(0)
 
 
 async def test_with_single_key_shortcuts_off_only_modifier_shortcuts_work(live_server, page, make_user, db):
@@ -101,3 +105,11 @@ async def test_with_single_key_shortcuts_off_only_modifier_shortcuts_work(live_s
     await expect(new_user.locator("kbd")).to_be_hidden()  # no single key to show
     await page.keyboard.press("Enter")
     await expect(page.locator("#user-new input").first).to_be_focused()
+
+    # Turned on again in the profile: the page takes it at once, focus stays on the button.
+    await page.goto(live_server + "/profile")
+    await page.locator("#preferences-single-keys").check()
+    await page.locator("#preferences-save").click()
+    await expect(page.locator("#toasts")).to_contain_text("Preferences saved.")
+    await expect(page.locator("#preferences-save")).to_be_focused()
+    assert await page.get_attribute("html", "data-single-key-shortcuts") is None
