@@ -214,8 +214,8 @@ def is_login_redirect(response) -> bool:
 
 
 def total_shown(html: str) -> int:
-    """The number of users the users table says it holds."""
-    match = re.search(r'id="users-count"[^>]*>\s*([\d,]+) users?\b', html)
+    """The number of users the users table says it holds ("120 users", or "1–50 of 120 users")."""
+    match = re.search(r'id="users-count"[^>]*>\s*(?:[\d,]+–[\d,]+ of )?([\d,]+) users?\b', html)
     assert match, "no user count in the table"
     return int(match.group(1).replace(",", ""))
 
@@ -311,7 +311,7 @@ async def unlock_throttle(db) -> None:
 # ---- audit events ----------------------------------------------------------------------
 
 def event_row(occurred_at, *, actor=None, action="update", target_type="user", target_id=None,
-              changes=None, ip="", actor_name=None) -> dict:
+              changes=None, ip="", actor_name=None, target_name="") -> dict:
     """One row for audit_events; every row has every key, as executemany wants."""
     return {
         "occurred_at": occurred_at,
@@ -320,6 +320,7 @@ def event_row(occurred_at, *, actor=None, action="update", target_type="user", t
         "action": action,
         "target_type": target_type,
         "target_id": target_id,
+        "target_name": target_name,
         "changes": changes,
         "ip": ip,
     }

@@ -1,5 +1,4 @@
-"""An Admin sees another user's live sessions (from the user's row in the table) and ends one
-or all of them: each end is audited, works without JavaScript, and signs that device out at
+"""An Admin sees another user's live sessions (on the user's page) and ends one or all of them: each end is audited, works without JavaScript, and signs that device out at
 its next request. Nobody else may."""
 import re
 from datetime import timedelta
@@ -16,7 +15,12 @@ from web.core.tables import sessions
 
 
 def sessions_url(user_id: int) -> str:
+    """Where the end forms post."""
     return f"/users/{user_id}/sessions"
+
+
+def user_page(user_id: int) -> str:
+    return f"/users/{user_id}"
 
 
 async def devices(app, user_id: int, *agents: str) -> dict[str, tuple]:
@@ -37,7 +41,7 @@ async def test_an_admin_sees_each_live_session_of_a_user(app, db, make_user):
         await conn.execute(update(sessions).where(sessions.c.id == alices["Old Tablet"][1])
                            .values(expires_at=utcnow() - timedelta(seconds=1)))
 
-    listed = element_html(await page(admin, sessions_url(alice["id"])), "user-sessions")
+    listed = element_html(await page(admin, user_page(alice["id"])), "user-sessions")
 
     assert "Laptop Firefox" in listed and "Phone Safari" in listed and "203.0.113.5" in listed
     assert "Old Tablet" not in listed and "Bob&#39;s Browser" not in listed
@@ -60,8 +64,8 @@ async def test_ending_one_session_signs_that_device_out_and_is_audited(app, db, 
         assert response.status_code == 200 and "<html" not in body
         assert 'id="user-sessions"' in body and "Phone Safari" not in body and "Laptop Firefox" in body
     else:
-        assert response.status_code == 303 and location(response) == sessions_url(alice["id"])
-        assert "Session of alice ended." in await page(admin, location(response))
+        assert response.status_code == 303 and location(response) == user_page(alice["id"]) + "#user-sessions"
+        assert "Session of alice ended." in await page(admin, user_page(alice["id"]))
     assert is_login_redirect(await phone.get("/dashboard"))
     assert (await alices["Laptop Firefox"][0].get("/dashboard")).status_code == 200
     (event,) = await audit_rows(db, "session_end")
@@ -106,27 +110,29 @@ async def test_only_admins_see_or_end_anyones_sessions(app, db, make_user, role)
     alices = await devices(app, alice["id"], "Laptop Firefox")
     (_, sid), = alices.values()
 
-    assert (await someone.get(sessions_url(alice["id"]))).status_code == 403
+    shown = await someone.get(user_page(alice["id"]))
+    assert shown.status_code == (200 if role == "Manager" else 403)
+    assert 'id="user-sessions"' not in await text(shown) and "Laptop Firefox" not in await text(shown)
     for path in (f"{sessions_url(alice['id'])}/{sid}/end", f"{sessions_url(alice['id'])}/end-all"):
         assert (await send(someone, path, hx=False)).status_code == 403
     assert len(await session_rows(db, alice["id"])) == 1
     assert await audit_rows(db, "session_end") == []
 
 
-async def test_a_missing_or_deleted_user_has_no_sessions_page(app, db, make_user):
+async def test_a_missing_or_deleted_user_has_no_page_and_no_sessions_to_end(app, db, make_user):
     _, admin = await signed_in(app, make_user, "Admin")
     gone = await make_user(username="gone")
     await send(admin, f"/users/{gone['id']}/delete", {"back": "/users"}, hx=False)
     for user_id in (gone["id"], 999_999):
-        assert (await admin.get(sessions_url(user_id))).status_code == 404
+        assert (await admin.get(user_page(user_id))).status_code == 404
         assert (await send(admin, f"{sessions_url(user_id)}/end-all", hx=False)).status_code == 404
 
 
-async def test_the_users_row_links_to_the_sessions_page_for_admins_only(app, make_user):
+async def test_the_users_row_links_to_the_sessions_for_admins_only(app, make_user):
     alice = await make_user(username="alice")
-    link = f'href="{sessions_url(alice["id"])}"'
+    link = f'href="{user_page(alice["id"])}#user-sessions"'
     _, admin = await signed_in(app, make_user, "Admin")
     _, manager = await signed_in(app, make_user, "Manager")
     assert link in await page(admin, "/users")
-    assert link in await page(admin, f"/users/{alice['id']}", **htmx(f"user-{alice['id']}"))
+    assert link in await page(admin, f"/users/{alice['id']}/row", **htmx(f"user-{alice['id']}"))
     assert link not in await page(manager, "/users")

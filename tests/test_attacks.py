@@ -19,7 +19,7 @@ WRONG = "not the password at all, sorry"
 
 
 def listed(html: str) -> list[str]:
-    return re.findall(r'<td class="col-username">([^<]*)</td>', html)
+    return re.findall(r'<td class="col-username"><a [^>]*>([^<]*)</a></td>', html)
 NEW_PASSWORD = "plinth Marrow 47 gravel otter-sleet"
 
 

@@ -22,7 +22,7 @@ async def answers_of_every_kind(app, make_user) -> dict[str, object]:
     return {
         "page": await client.get("/dashboard"),
         "fragment": await client.get("/users", headers=htmx("users-table")),
-        "row fragment": await client.get(f"/users/{them['id']}", headers=htmx(f"user-{them['id']}")),
+        "row fragment": await client.get(f"/users/{them['id']}/row", headers=htmx(f"user-{them['id']}")),
         "redirect": await client.get("/login"),
         "htmx empty answer": await send(client, "/users/bulk", [("action", "deactivate"), ("ids", str(them["id"]))],
                                         target="bulk-form"),

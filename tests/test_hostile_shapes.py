@@ -119,7 +119,7 @@ ROUTES = {
     "audit_csv": Route("GET", "/audit.csv", STAFF, {"action": "update", "target_type": "user"}, query_fields=AUDIT),
     "users": Route("GET", "/users", STAFF, TABLE_QUERY, query_fields=TABLE),
     "users_new": Route("GET", "/users/new", STAFF, TABLE_QUERY, query_fields=TABLE),
-    "users_show": Route("GET", "/users/{other}", STAFF, TABLE_QUERY, query_fields=TABLE),
+    "users_show": Route("GET", "/users/{other}/row", STAFF, TABLE_QUERY, query_fields=TABLE),
     "users_edit": Route("GET", "/users/{other}/edit", STAFF, TABLE_QUERY, query_fields=TABLE),
     "users_confirm_delete": Route("GET", "/users/{other}/delete", STAFF, TABLE_QUERY, query_fields=TABLE),
     "login": Route("POST", "/login", ("anonymous",), {}, {"identifier": "customer2", "password": "not the one",

@@ -361,7 +361,7 @@ async def test_revoking_deletes_the_account_and_kills_the_link_with_an_undo(app,
     response = await send(admin, f"/users/{row.id}/invitation/revoke", target="users-table")
     assert response.status_code == 204
     [message] = toasts(response, "success")
-    assert message["text"] == "Revoked the invitation of newbie." and message["undo"] == f"/users/{row.id}/restore"
+    assert message["text"] == "Revoked the invitation of newbie." and message["undo"] == f"/users/{row.id}/restore?back=%2Fusers"
     assert (await user_row(db, row.id)).deleted_at is not None
     assert await rows(db, select(account_tokens)) == []
     await assert_invalid(app.test_client(), token)

@@ -129,7 +129,7 @@ async def test_saving_changes_returns_the_row_and_records_only_what_changed(app,
     assert response.status_code == 200, body
     assert body.lstrip().startswith("<tr") and "<html" not in body
     assert f'id="user-{them["id"]}"' in body and "data-editing" not in body
-    assert '<td class="col-username">newuser</td>' in body
+    assert 'data-action="open">newuser</a></td>' in body
     assert '<td class="col-email">new@example.com</td>' in body
 
     after = await user_row(db, them["id"])
@@ -398,7 +398,7 @@ async def test_creating_a_user_returns_its_row_and_records_it(app, db, make_user
     assert created is not None
     assert (created.email, created.role, created.active, created.version) == ("newbie@example.com", "Manager", True, 1)
     assert body.lstrip().startswith("<tr") and "<html" not in body
-    assert f'id="user-{created.id}"' in body and '<td class="col-username">newbie</td>' in body
+    assert f'id="user-{created.id}"' in body and 'data-action="open">newbie</a></td>' in body
     assert 'class="badge badge-invited">Invited<' in body
     [event] = await audits(db, "create", created.id)
     assert event.actor_id == me["id"]
@@ -452,11 +452,11 @@ async def test_deleting_a_user_ends_their_sessions_and_offers_undo(app, db, make
     assert len(await session_rows(db, them["id"])) == 1
 
     response = await send(client, f"/users/{them['id']}/delete", {"back": "/users"}, target=f"user-{them['id']}")
-    assert response.status_code == 204, await text(response)
+    assert response.status_code == 200, await text(response)
     events = triggers(response)
     assert "users-changed" in events
     [item] = events["toast"]["items"]
-    assert item["undo"] == f"/users/{them['id']}/restore"
+    assert item["undo"] == f"/users/{them['id']}/restore?back=%2Fusers"  # back to the same view
     assert "leaving" in item["text"]
 
     row = await user_row(db, them["id"])
@@ -465,7 +465,7 @@ async def test_deleting_a_user_ends_their_sessions_and_offers_undo(app, db, make
     assert is_login_redirect(await victim.get("/dashboard"))
     [event] = await audits(db, "delete", them["id"])
     assert event.actor_id == me["id"]
-    assert "leaving" not in [n for n in re.findall(r'<td class="col-username">([^<]*)</td>',
+    assert "leaving" not in [n for n in re.findall(r'<td class="col-username"><a [^>]*>([^<]*)</a></td>',
                                                    await text(await client.get("/users")))]
 
 
@@ -503,7 +503,7 @@ async def test_restoring_brings_the_user_back_exactly(app, db, make_user):
     them = await make_user("Manager", username="Returner", email="Returner@Example.org", active=False)
     before = await user_row(db, them["id"])
     deleted = await send(client, f"/users/{them['id']}/delete", {"back": "/users"}, target=f"user-{them['id']}")
-    assert deleted.status_code == 204
+    assert deleted.status_code == 200
 
     response = await send(client, f"/users/{them['id']}/restore", target="users-table")
     assert response.status_code == 204, await text(response)
@@ -525,7 +525,7 @@ async def test_restoring_brings_the_user_back_exactly(app, db, make_user):
 async def test_a_restored_user_can_log_in_again(app, db, make_user):
     _, client = await signed_in(app, make_user, "Admin")
     them = await make_user("Customer", username="comeback")
-    assert (await send(client, f"/users/{them['id']}/delete", {"back": "/users"}, target="x")).status_code == 204
+    assert (await send(client, f"/users/{them['id']}/delete", {"back": "/users"}, target="x")).status_code == 200
     assert (await send(client, f"/users/{them['id']}/restore", target="x")).status_code == 204
     await login_ok(app.test_client(), "comeback")
 
@@ -552,7 +552,7 @@ async def test_bulk_deactivate_changes_the_selected_and_records_each(app, db, ma
     b = await make_user("Customer")
     untouched = await make_user("Customer")
     response = await send(client, "/users/bulk", bulk_form("deactivate", [a["id"], b["id"]]), target="bulk-form")
-    assert response.status_code == 204, await text(response)
+    assert response.status_code == 200, await text(response)
     assert "users-changed" in triggers(response)
     assert "Deactivated 2" in toasts(response, "success")[0]["text"]
     assert not (await user_row(db, a["id"])).active
@@ -568,7 +568,7 @@ async def test_bulk_role_change_by_an_admin(app, db, make_user):
     _, client = await signed_in(app, make_user, "Admin")
     a, b = await make_user("Customer"), await make_user("Customer")
     response = await send(client, "/users/bulk", bulk_form("role:Manager", [a["id"], b["id"]]), target="bulk-form")
-    assert response.status_code == 204, await text(response)
+    assert response.status_code == 200, await text(response)
     assert (await user_row(db, a["id"])).role == "Manager"
     assert (await user_row(db, b["id"])).role == "Manager"
     assert len(await audits(db, "update")) == 2
@@ -612,7 +612,7 @@ async def test_bulk_demoting_some_admins_works(app, db, make_user):
     me, client = await signed_in(app, make_user, "Admin")
     other = await make_user("Admin")
     response = await send(client, "/users/bulk", bulk_form("role:Manager", [other["id"]]), target="bulk-form")
-    assert response.status_code == 204
+    assert response.status_code == 200
     assert (await user_row(db, other["id"])).role == "Manager"
 
 
@@ -635,7 +635,7 @@ async def test_a_manager_bulk_deletes_customers_and_ends_their_sessions(app, db,
     victim = app.test_client()
     await open_session(app, victim, a["id"])
     response = await send(client, "/users/bulk", bulk_form("delete", [a["id"], b["id"]]), target="bulk-form")
-    assert response.status_code == 204, await text(response)
+    assert response.status_code == 200, await text(response)
     assert (await user_row(db, a["id"])).deleted_at is not None
     assert (await user_row(db, b["id"])).deleted_at is not None
     assert await session_rows(db, a["id"]) == []
@@ -727,12 +727,12 @@ async def test_a_plain_save_only_ever_goes_back_to_the_users_table(app, db, make
 async def test_cancelling_an_edit_returns_the_plain_row(app, db, make_user):
     _, client = await signed_in(app, make_user, "Admin")
     them = await make_user("Customer", username="cancelme")
-    response = await client.get(f"/users/{them['id']}", headers=htmx(f"user-{them['id']}"))
+    response = await client.get(f"/users/{them['id']}/row", headers=htmx(f"user-{them['id']}"))
     body = await text(response)
     assert response.status_code == 200
     assert body.lstrip().startswith("<tr") and "data-editing" not in body
-    assert '<td class="col-username">cancelme</td>' in body
-    plain = await client.get(f"/users/{them['id']}?q=ca")
+    assert 'data-action="open">cancelme</a></td>' in body
+    plain = await client.get(f"/users/{them['id']}/row?q=ca")
     assert plain.status_code in (302, 303) and location(plain) == "/users?q=ca"
 
 

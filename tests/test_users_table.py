@@ -22,7 +22,7 @@ NEVER = datetime(1970, 1, 1)
 
 def listed(html: str) -> list[str]:
     """The usernames of the table's rows, in the order shown."""
-    return [unescape(name) for name in re.findall(r'<td class="col-username">([^<]*)</td>', html)]
+    return [unescape(name) for name in re.findall(r'<td class="col-username"><a [^>]*>([^<]*)</a></td>', html)]
 
 
 async def live_users(db):

@@ -57,6 +57,7 @@ class Page:
     next_url: str | None
     first_url: str | None
     total: int | None = None
+    at_least: bool = False  # `total` is a lower bound: more rows than that match
 
 
 def page_of(fetched: list, size: int, view, backwards: bool, had_cursor: bool, cursor_of) -> Page:

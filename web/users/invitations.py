@@ -9,7 +9,7 @@ from ..core import audit_trail as audit
 from ..core.access import staff
 from ..core.context import client_ip
 from ..core.render import go, is_htmx, toast
-from .routes import changeable_or_abort, view_from_back
+from .routes import back_to, changeable_or_abort, undo_url
 
 bp = Blueprint("invitations", __name__)
 
@@ -28,9 +28,10 @@ async def pending_or_abort(conn, user_id: int, verb: str):
 
 
 def done(back: str):
-    """After the change: the table again (without JavaScript), or a refresh of it (htmx)."""
+    """After the change: the page it came from again (without JavaScript), or a refresh of the
+    table (htmx)."""
     if not is_htmx():
-        return go(view_from_back(back).url())
+        return go(back_to(back))
     return "", 204, {"HX-Trigger": '{"users-changed": {}}'}
 
 
@@ -64,5 +65,5 @@ async def revoke(user_id: int):
         await tokens.revoke(conn, user_id, tokens.INVITE)
         await audit.record(conn, "invite_revoked", "user", user_id, actor=g.user, ip=client_ip(),
                            changes={"deleted": [False, True]})
-    await toast(f"Revoked the invitation of {user.username}.", undo=f"/users/{user_id}/restore")
+    await toast(f"Revoked the invitation of {user.username}.", undo=undo_url(user_id, back_to(back)))
     return done(back)

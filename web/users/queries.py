@@ -8,13 +8,15 @@ from urllib.parse import urlencode
 
 from sqlalchemy import String, and_, case, cast, false, func, literal, not_, or_, select, true, tuple_
 
+from ..accounts.factors import HAS_FACTOR
 from ..accounts.tokens import INVITE
 from ..core import keyset
 from ..core.recent import Recent
 from ..core.db import utcnow
-from ..core.tables import NEVER, ROLES, account_tokens, login_throttle, users, users_search
+from ..core.tables import NEVER, ROLES, account_tokens, audit_events, login_throttle, users, users_search
 
 PAGE_SIZE = 50
+PAGE_SIZES = (25, 50, 100)
 # active (invitations accepted), inactive, locked out by failed logins, invited (not accepted
 # yet, whether the link still works or not), invitation expired
 STATUSES = {"1", "0", "locked", "invited", "expired"}
@@ -48,11 +50,13 @@ class TableState:
     q: str = ""
     role: str = ""
     active: str = ""
+    factor: str = ""  # "1": with a second factor, "0": without
     sort: str = "username"
     dir: str = "asc"
     after: str = ""
     before: str = ""
     page: int = 1
+    size: int = PAGE_SIZE
 
     @classmethod
     def from_args(cls, args) -> "TableState":
@@ -60,20 +64,26 @@ class TableState:
             q=args.get("q", "").strip()[:254],
             role=keyset.one_of(args, "role", ROLES),
             active=keyset.one_of(args, "active", STATUSES),
+            factor=keyset.one_of(args, "factor", ("1", "0")),
             sort=keyset.one_of(args, "sort", SORTS, "username"),
             dir=keyset.one_of(args, "dir", ("asc", "desc"), "asc"),
             **keyset.position(args, 500),
+            size=int(keyset.one_of(args, "size", {str(n) for n in PAGE_SIZES}, str(PAGE_SIZE))),
         )
 
     def query_string(self, **changes) -> str:
         """"?q=…&sort=…" (or "") for links to other pages that keep this table's state."""
         view = replace(self, **changes) if changes else self
         params = {k: v for k, v in vars(view).items() if v and not (k, v) in
-                  {("sort", "username"), ("dir", "asc"), ("page", 1)}}
+                  {("sort", "username"), ("dir", "asc"), ("page", 1), ("size", PAGE_SIZE)}}
         return "?" + urlencode(params) if params else ""
 
     def url(self, **changes) -> str:
         return "/users" + self.query_string(**changes)
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.q or self.role or self.active or self.factor)
 
     def sorted_by(self, column: str) -> str:
         """The link of a column header: sort by it, or flip the direction if it is the sort."""
@@ -133,6 +143,8 @@ def filters(view: TableState, dialect: str) -> list:
         conditions.extend((users.c.active.is_(true()), users.c.invited_at.is_(None)))
     elif view.active == "0":
         conditions.append(users.c.active.is_(false()))
+    if view.factor:
+        conditions.append(HAS_FACTOR(users.c.id) if view.factor == "1" else not_(HAS_FACTOR(users.c.id)))
     return conditions
 
 
@@ -173,30 +185,38 @@ def invitation():
                 else_="expired").label("invitation")
 
 
+def has_factor():
+    return HAS_FACTOR(users.c.id).label("has_factor")
+
+
 LIST_COLUMNS = (users.c.id, users.c.username, users.c.email, users.c.role, users.c.active,
                 users.c.version, users.c.last_login_at, users.c.created_at)
 
 
 # Counting is a pass over an index (100,000 entries for the whole table), where the page
 # itself is 51 index steps; the count changes only with a write, so it is reused (recent.py).
+# A filter's count stops at COUNT_LIMIT: past it the table says "10,000+" rather than read
+# every matching row for a number nobody pages through.
 COUNT_SECONDS = 5
+COUNT_LIMIT = 10_000
 _counts = Recent(COUNT_SECONDS, size=256)
 
 
 async def count_matching(conn, view: TableState) -> int:
-    key = (conn.engine, view.q.lower(), view.role, view.active)
+    """The number of users the view matches; COUNT_LIMIT + 1 stands for "more than COUNT_LIMIT"."""
+    key = (conn.engine, view.q.lower(), view.role, view.active, view.factor)
     return await _counts.get(key, lambda: _count(conn, view))
 
 
 async def _count(conn, view: TableState) -> int:
-    if not (view.q or view.role or view.active):
+    if not view.filtered:
         # Every live user: all rows (counted from an index) minus the soft-deleted ones (a
         # partial index holds just those), instead of a pass over the whole table.
         deleted = select(func.count()).select_from(users).where(users.c.deleted_at.is_not(None))
         everyone = select(func.count()).select_from(users)
         return (await conn.execute(select(everyone.scalar_subquery() - deleted.scalar_subquery()))).scalar_one()
-    matching = select(func.count()).select_from(users).where(*filters(view, conn.dialect.name))
-    return (await conn.execute(matching)).scalar_one()
+    matching = select(users.c.id).where(*filters(view, conn.dialect.name)).limit(COUNT_LIMIT + 1).subquery()
+    return (await conn.execute(select(func.count()).select_from(matching))).scalar_one()
 
 
 async def load_page(conn, view: TableState) -> keyset.Page:
@@ -211,18 +231,34 @@ async def load_page(conn, view: TableState) -> keyset.Page:
     order = [sort.key.asc() if forward else sort.key.desc()]
     if not sort.unique:
         order.append(users.c.id.asc() if forward else users.c.id.desc())
-    query = select(*LIST_COLUMNS, locked_until(), invitation()).where(*conditions).order_by(*order).limit(PAGE_SIZE + 1)
-    page = keyset.page_of((await conn.execute(query)).all(), PAGE_SIZE, view, backwards,
+    query = select(*LIST_COLUMNS, locked_until(), invitation(), has_factor()).where(*conditions).order_by(*order).limit(view.size + 1)
+    page = keyset.page_of((await conn.execute(query)).all(), view.size, view, backwards,
                           cursor is not None, lambda row: encode_cursor(sort, row))
-    page.total = await count_matching(conn, view)
+    total = await count_matching(conn, view)
+    page.total, page.at_least = min(total, COUNT_LIMIT), total > COUNT_LIMIT
     return page
 
 
 async def load_row(conn, user_id: int):
     """One live user as a row of the table shows them (with their lock-out and invitation)."""
-    query = select(*LIST_COLUMNS, locked_until(), invitation()).where(
+    query = select(*LIST_COLUMNS, locked_until(), invitation(), has_factor()).where(
         users.c.id == user_id, users.c.deleted_at.is_(None))
     return (await conn.execute(query)).first()
+
+
+async def matching_ids(conn, view: TableState, after: int, limit: int) -> list[int]:
+    """The next `limit` ids, above `after`, of the users the view's filters match (its sort and
+    page play no part): a bulk action over a whole filter walks them batch by batch."""
+    query = (select(users.c.id).where(*filters(view, conn.dialect.name), users.c.id > after)
+             .order_by(users.c.id).limit(limit))
+    return list((await conn.execute(query)).scalars())
+
+
+async def recent_history(conn, user_id: int, limit: int):
+    """The audit events about this user, newest first (the target index)."""
+    query = (select(audit_events).where(audit_events.c.target_type == "user", audit_events.c.target_id == user_id)
+             .order_by(audit_events.c.occurred_at.desc(), audit_events.c.id.desc()).limit(limit))
+    return (await conn.execute(query)).all()
 
 
 SUGGESTIONS = 8  # what the command palette lists while a name is typed

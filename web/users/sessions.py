@@ -1,5 +1,6 @@
-"""An Admin's view of another user's live sessions: where they are logged in, and ending one
-or all of them (a lost phone, a suspected theft). Each end is audited against that user."""
+"""An Admin's view of another user's live sessions, on the user's page: where they are logged
+in, and ending one or all of them (a lost phone, a suspected theft). Each end is audited
+against that user."""
 from quart import Blueprint, current_app, g
 
 from ..accounts import sessions
@@ -11,34 +12,33 @@ from .lookup import live_user_or_404
 
 bp = Blueprint("user_sessions", __name__)
 
-PAGE = "users/sessions.html"
+ROLES = ("Admin",)
+
+
+def may_see_sessions() -> bool:
+    """Whether the signed-in person sees and ends other users' sessions."""
+    return g.user.role in ROLES
 
 
 def page_url(user_id: int) -> str:
-    return f"/users/{user_id}/sessions"
+    return f"/users/{user_id}#user-sessions"
 
 
-async def sessions_page(user_id: int):
-    """The user's live sessions: the whole page, or the list htmx asked for."""
+async def sessions_list(user_id: int):
+    """The user's live sessions, as their page's sessions section."""
     async with current_app.db.read() as conn:
         user = await live_user_or_404(conn, user_id)
         live = await sessions.list_for(conn, user_id)
-    return await render(PAGE, u=user, sessions=live)
-
-
-@bp.get("/users/<int:user_id>/sessions")
-@allow("Admin")
-async def index(user_id: int):
-    return await sessions_page(user_id)
+    return await render("users/detail.html", block="user_sessions", u=user, sessions=live)
 
 
 async def ended_answer(user_id: int, ended: int, done: str, nothing: str):
-    """A toast saying what ended, then the sessions left: the list for htmx; without JavaScript,
-    the page again by its own address."""
+    """A toast saying what ended, then the sessions left: the section for htmx; without
+    JavaScript, the user's page again."""
     await toast(done if ended else nothing, "success" if ended else "warning")
     if not is_htmx():
         return go(page_url(user_id))
-    return await sessions_page(user_id)
+    return await sessions_list(user_id)
 
 
 async def record_end(conn, user_id: int, ended: int) -> None:
@@ -48,7 +48,7 @@ async def record_end(conn, user_id: int, ended: int) -> None:
 
 
 @bp.post("/users/<int:user_id>/sessions/<sid>/end")
-@allow("Admin")
+@allow(*ROLES)
 async def end(user_id: int, sid: str):
     async with current_app.db.write() as conn:
         user = await live_user_or_404(conn, user_id)
@@ -59,11 +59,11 @@ async def end(user_id: int, sid: str):
 
 
 @bp.post("/users/<int:user_id>/sessions/end-all")
-@allow("Admin")
+@allow(*ROLES)
 async def end_all(user_id: int):
     async with current_app.db.write() as conn:
         user = await live_user_or_404(conn, user_id)
         ended = await sessions.end_all(conn, user_id)
         await record_end(conn, user_id, ended)
-    return await ended_answer(user_id, ended, f"Ended {ended} session(s) of {user.username}.",
+    return await ended_answer(user_id, ended, f"Ended {ended} session{'' if ended == 1 else 's'} of {user.username}.",
                               f"{user.username} had no sessions left.")
