@@ -3,10 +3,12 @@ naming and removing them; signing in without a password; the server's checks (si
 challenges, origin and relying party, user verification, the sign counter, whose passkey it is)."""
 import json
 
+import pytest
 from sqlalchemy import select, update
 
-from helpers import audit_rows, htmx, location, open_session, rows, session_rows, text, token
+from helpers import audit_rows, htmx, location, login, open_session, rows, session_rows, text, token
 from soft_authenticator import SoftAuthenticator, allowed_ids
+from web.accounts import maintenance
 from web.core.db import utcnow
 from web.core.tables import passkey_challenges, passkeys, users
 
@@ -70,6 +72,7 @@ async def test_a_passkey_added_in_the_profile_is_listed_audited_and_mailed(app, 
     assert await rows(db, select(passkey_challenges)) == []  # used up
 
 
+@pytest.mark.sqlite_only  # the database plays no part in this check
 async def test_registration_options_ask_for_a_discoverable_verified_passkey_and_exclude_those_held(
         app, make_user):
     account, key = await with_passkey(app, make_user)
@@ -97,6 +100,7 @@ async def test_a_second_passkey_gets_a_default_name_and_a_bad_name_is_refused_be
     assert json.loads(await text(response)) == {"error": "Use at most 64 characters.", "field": "name"}
 
 
+@pytest.mark.sqlite_only  # the database plays no part in this check
 async def test_without_javascript_the_add_form_says_it_needs_it(app, make_user):
     _, client = await signed_in_customer(app, make_user)
     response = await client.post("/profile/passkeys", form={"csrf_token": await token(client), "name": "Phone"})
@@ -142,6 +146,7 @@ async def test_rename_and_remove_are_audited_and_touch_only_ones_own_passkeys(ap
     assert [e.changes for e in await audit_rows(db, "passkey_remove")] == [{"passkey": ["Work laptop", None]}]
 
 
+@pytest.mark.sqlite_only  # the database plays no part in this check
 async def test_a_registration_without_user_verification_or_from_another_origin_is_refused(app, db, make_user):
     _, client = await signed_in_customer(app, make_user)
     for lie in ({"verified": False}, {"origin": "https://gatehouse.example.net"}, {"rp_id": "example.net"}):
@@ -187,6 +192,7 @@ async def test_an_expired_challenge_is_refused(app, db, make_user):
     await assert_refused(await send_answer(client, answer))
 
 
+@pytest.mark.sqlite_only  # the database plays no part in this check
 async def test_another_origin_or_relying_party_is_refused(app, db, make_user):
     _, key = await with_passkey(app, make_user)
     for lie in ({"origin": "http://localhost:8001"}, {"origin": "https://gatehouse.example.net"},
@@ -198,6 +204,7 @@ async def test_another_origin_or_relying_party_is_refused(app, db, make_user):
     assert "RP ID" in problems[2]
 
 
+@pytest.mark.sqlite_only  # the database plays no part in this check
 async def test_a_sign_in_without_user_verification_is_refused(app, make_user):
     _, key = await with_passkey(app, make_user)
     _, response = await sign_in(app, key, verified=False)
@@ -220,6 +227,7 @@ async def test_a_counter_that_stays_zero_is_accepted(app, db, make_user):
     assert (await rows(db, select(passkeys.c.sign_count)))[0].sign_count == 0
 
 
+@pytest.mark.sqlite_only  # the database plays no part in this check
 async def test_an_unknown_passkey_or_a_forged_signature_is_refused(app, make_user):
     _, key = await with_passkey(app, make_user)
     stranger = SoftAuthenticator()
@@ -254,6 +262,7 @@ async def test_failed_passkey_sign_ins_count_toward_the_login_throttle(app, make
     assert int(response.headers["Retry-After"]) > 0
 
 
+@pytest.mark.sqlite_only  # the database plays no part in this check
 async def test_a_refused_sign_in_by_htmx_answers_with_the_passkey_form_and_its_error(app, make_user):
     _, key = await with_passkey(app, make_user)
     client = app.test_client()
@@ -263,3 +272,44 @@ async def test_a_refused_sign_in_by_htmx_answers_with_the_passkey_form_and_its_e
     body = await text(response)
     assert response.status_code == 401 and body.lstrip().startswith('<form id="passkey-sign-in"')
     assert NOT_SIGNED_IN in body and "autofocus" in body
+
+
+async def test_expired_challenges_are_purged(app, db, make_user):
+    client = app.test_client()
+    await options(client, "/login/passkey/options")
+    await options(client, "/login/passkey/options")
+    async with db.write() as conn:
+        await conn.execute(update(passkey_challenges).values(expires_at=utcnow()))
+    await options(client, "/login/passkey/options")
+    removed = await maintenance.purge(db, app.config["GATEHOUSE"])
+    assert removed["passkey_challenges"] == 2
+    assert len(await rows(db, select(passkey_challenges))) == 1
+
+
+# ---- the login's second step -----------------------------------------------------------
+
+async def test_after_the_password_a_passkey_of_the_account_and_no_other_completes_the_login(app, db, make_user):
+    alice, key = await with_passkey(app, make_user)
+    bob = await make_user(username="bob")
+    bobs_client = app.test_client()
+    await open_session(app, bobs_client, bob["id"])
+    bobs_key = SoftAuthenticator()
+    assert (await add_passkey(bobs_client, bobs_key)).status_code == 200
+
+    client = app.test_client()
+    response = await login(client, "alice")
+    assert response.status_code == 303 and location(response) == "/login/second-step"
+    assert "Use a passkey" in await text(await client.get("/login/second-step"))
+    offered = await options(client, "/login/second-step/passkey/options")
+    assert allowed_ids(offered) == [key.id]
+    response = await client.post("/login/second-step/passkey", form={
+        "csrf_token": await token(client), "credential": bobs_key.get(offered)})
+    assert response.status_code == 401 and "That passkey did not work." in await text(response)
+
+    response = await client.post("/login/second-step/passkey", form={
+        "csrf_token": await token(client), "credential": key.get(await options(client, "/login/second-step/passkey/options"))})
+    assert response.status_code == 303 and location(response) == "/dashboard"
+    [event] = await audit_rows(db, "login")
+    assert event.target_id == alice["id"] and event.changes == {"factor": [None, "passkey"]}
+    [failed] = await audit_rows(db, "second_factor_failed")
+    assert failed.changes["problem"] == [None, "not a passkey of this account"]

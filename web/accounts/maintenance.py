@@ -13,7 +13,7 @@ from sqlalchemy import and_, delete, or_, select
 
 from ..core.background import in_every_worker
 from ..core.db import utcnow
-from ..core.tables import account_tokens, login_throttle, sessions
+from ..core.tables import account_tokens, login_challenges, login_throttle, passkey_challenges, sessions
 
 BATCH = 500
 EVERY_SECONDS = 600  # on average; each worker waits a random share more or less
@@ -49,7 +49,9 @@ async def purge(db, config, now: datetime | None = None, batch: int = BATCH) -> 
     removed = {}
     for name, column, condition in (("sessions", sessions.c.id, dead_sessions(config, now)),
                                     ("login_throttle", login_throttle.c.key, stale_counts(config, now)),
-                                    ("account_tokens", account_tokens.c.id, account_tokens.c.expires_at <= now)):
+                                    ("account_tokens", account_tokens.c.id, account_tokens.c.expires_at <= now),
+                                    ("passkey_challenges", passkey_challenges.c.id, passkey_challenges.c.expires_at <= now),
+                                    ("login_challenges", login_challenges.c.id, login_challenges.c.expires_at <= now)):
         removed[name] = 0
         while (count := await _delete_batch(db, column, condition, batch)) > 0:
             removed[name] += count

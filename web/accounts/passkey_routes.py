@@ -15,6 +15,7 @@ from ..core.render import is_htmx, render, toast
 from . import attempts, auth, challenges, factors, mailing, passkeys, queries, second_step, throttle
 from .challenges import ChallengeGone
 from .profile import profile_page
+from .reauthentication import reauthenticated
 from .webauthn_ceremony import (
     REGISTER, SECOND_STEP, SIGN_IN, assertion_options, credential_id_of, register, registration_options,
     relying_party, verify_assertion,
@@ -22,7 +23,6 @@ from .webauthn_ceremony import (
 
 bp = Blueprint("passkeys", __name__)
 
-PASSKEY = "passkey"  # the factor, as the audit trail and the login's second step name it
 SIGN_IN_FORM = "accounts/passkey_sign_in.html"
 NEEDS_SCRIPT = "Adding a passkey needs JavaScript: turn it on for this site and try again."
 TOO_MANY = f"You have {passkeys.MOST_PER_ACCOUNT} passkeys, the most an account may have: remove one first."
@@ -69,6 +69,7 @@ async def add_options():
 
 @bp.post("/profile/passkeys")
 @signed_in
+@reauthenticated
 async def add():
     values = await form_fields("name", "credential")
     refused = None
@@ -113,6 +114,7 @@ async def rename(passkey_id: int):
 
 @bp.post("/profile/passkeys/<int:passkey_id>/remove")
 @signed_in
+@reauthenticated
 async def remove(passkey_id: int):
     async with current_app.db.write() as conn:
         name = await passkeys.remove(conn, g.user.id, passkey_id)
@@ -175,11 +177,11 @@ async def sign_in():
             user = await queries.get_user(conn, checked.user_id) if checked.ok else None
             if user is not None and may_sign_in(user):
                 await attempts.forgive(conn, keys)
-                await auth.finish_login(conn, user, False, PASSKEY)
+                await auth.finish_login(conn, user, False, factors.PASSKEY)
             else:
                 user = None
                 await audit.record(conn, "login_failed", "user", checked.user_id, ip=client_ip(),
-                                   changes={"factor": [None, PASSKEY],
+                                   changes={"factor": [None, factors.PASSKEY],
                                             **({"problem": [None, checked.problem]} if checked.problem else {})})
 
     async def login_page(status, message):
@@ -227,10 +229,10 @@ async def second_step_sign_in():
                 checked = await verify_assertion(conn, SECOND_STEP, credential, challenge.user_id)
                 if checked.ok:
                     await attempts.forgive(conn, keys)
-                    await second_step.complete_login(conn, challenge, PASSKEY)
+                    await second_step.complete_login(conn, challenge, factors.PASSKEY)
                 else:
                     await audit.record(conn, "second_factor_failed", "user", challenge.user_id, ip=client_ip(),
-                                       changes={"factor": [None, PASSKEY], "problem": [None, checked.problem]})
+                                       changes={"factor": [None, factors.PASSKEY], "problem": [None, checked.problem]})
     except ChallengeGone:
         return await second_step.start_again()
 

@@ -8,7 +8,7 @@ it. An answer uses its challenge up by deleting the row, whatever the outcome.
 """
 import hashlib
 import unicodedata
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, func, insert, select, update
 
@@ -38,10 +38,6 @@ async def take_challenge(conn, challenge: bytes, purpose: str, user_id: int | No
         passkey_challenges.c.id == challenge_id(challenge), passkey_challenges.c.purpose == purpose, owner,
         passkey_challenges.c.expires_at > utcnow()).returning(passkey_challenges.c.user_handle))
     return taken.first()
-
-
-def expired(now: datetime):
-    return passkey_challenges.c.expires_at <= now
 
 
 # ---- passkeys --------------------------------------------------------------------------
