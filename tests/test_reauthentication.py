@@ -13,8 +13,9 @@ from sqlalchemy import insert, update
 from conftest import PASSWORD
 from helpers import (
     assert_refused, audit_rows, element_html, location, open_session, send, session_rows, signed_in, text,
-    user_named, user_row,
+    toasts, user_named, user_row,
 )
+from test_second_factors import NOW, at_time, code_at, enrolled
 from web.accounts import reauthentication
 from web.core.db import utcnow
 from web.core.tables import login_throttle, sessions
@@ -324,3 +325,40 @@ async def test_a_link_confirmation_needs_a_signed_get(app, db, make_user, monkey
 
     assert response.status_code == 400
     assert (await user_row(db, them["id"])).deleted_at is None
+
+
+# ---- with a second factor ----------------------------------------------------------------
+
+async def test_a_code_from_the_app_or_a_recovery_code_also_confirms(app, db, config, make_user, monkeypatch):
+    me, client = await stale(app, make_user, monkeypatch)
+    secret, recovery = await enrolled(db, config, me["id"])
+    first, second = await make_user("Customer"), await make_user("Customer")
+    at_time(app, NOW + 60)
+
+    asked = await send(client, f"/users/{first['id']}/delete", {"back": "/users"}, target=f"user-{first['id']}")
+    assert "Password or authentication code" in await text(asked)
+    by_app = await confirm(client, asked, code_at(secret, NOW + 60), target=f"user-{first['id']}")
+    later(monkeypatch, 11 + 11)
+    asked = await send(client, f"/users/{second['id']}/delete", {"back": "/users"}, target=f"user-{second['id']}")
+    by_recovery_code = await confirm(client, asked, recovery[0].upper(), target=f"user-{second['id']}")
+
+    assert by_app.status_code in (200, 204) and by_recovery_code.status_code in (200, 204)
+    assert [(await user_row(db, u["id"])).deleted_at is not None for u in (first, second)] == [True, True]
+    assert [e.changes["factor"][1] for e in await audit_rows(db, "reauthenticate")] == ["totp", "recovery"]
+    assert "9 codes left" in str(toasts(by_recovery_code, "warning"))
+
+
+async def test_a_used_code_is_refused(app, db, config, make_user, monkeypatch):
+    me, client = await stale(app, make_user, monkeypatch)
+    secret, _ = await enrolled(db, config, me["id"])  # confirmed with the code of NOW
+    them = await make_user("Customer")
+    at_time(app, NOW + 10)
+
+    asked = await send(client, f"/users/{them['id']}/delete", {"back": "/users"}, target=f"user-{them['id']}")
+    refused = await confirm(client, asked, code_at(secret, NOW), target=f"user-{them['id']}")
+
+    assert refused.status_code == 401
+    assert reauthentication.WRONG_CODE in element_html(await text(refused), "reauth-proof-error")
+    assert (await user_row(db, them["id"])).deleted_at is None
+    [failure] = await audit_rows(db, "reauthenticate_failed")
+    assert failure.changes == {"factor": [None, "totp"]}

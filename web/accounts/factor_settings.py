@@ -10,6 +10,7 @@ from ..core.render import toast
 from . import factors, mailing, queries
 from .factor_crypto import keyring
 from .profile import profile_page
+from .reauthentication import reauthenticated
 from .second_step import NO_CODE, WRONG_CODE, clock, record_enrolment, setup_for
 
 bp = Blueprint("factor_settings", __name__)
@@ -19,6 +20,7 @@ REQUIRED = "Your role requires a second factor: it cannot be turned off."
 
 @bp.post("/profile/factors/totp")
 @signed_in
+@reauthenticated
 async def start():
     async with current_app.db.write() as conn:
         secret = await factors.start_enrolment(conn, g.user.id, keyring(settings()))
@@ -59,6 +61,7 @@ async def cancel():
 
 @bp.post("/profile/factors/recovery-codes")
 @signed_in
+@reauthenticated
 async def new_recovery_codes():
     async with current_app.db.write() as conn:
         if has := await factors.has_factor(conn, g.user.id):
@@ -75,6 +78,7 @@ async def new_recovery_codes():
 
 @bp.post("/profile/factors/remove")
 @signed_in
+@reauthenticated
 async def remove():
     if g.user.role in settings().require_2fa_roles:
         await toast(REQUIRED, "error")

@@ -1,5 +1,6 @@
 """Re-authentication ("sudo mode", issue 14): a sensitive action needs a proof, no older than
-WINDOW, that the person at the keyboard owns the account: a login, or the password typed again.
+WINDOW, that the person at the keyboard owns the account: a login, or the password typed again
+(or a code of the account's second factor: its app's, or an unused recovery code).
 
 A guarded view wears @reauthenticated, or calls `await required()` where only part of what it
 does is sensitive (an inline edit that changes a role). Without a recent proof the view does
@@ -31,9 +32,11 @@ from ..core import audit_trail as audit
 from ..core.access import signed_in
 from ..core.context import client_ip, safe_next
 from ..core.db import utcnow
-from ..core.render import is_htmx, render
+from ..core.formatting import counted
+from ..core.render import is_htmx, render, toast
 from ..core.security import CSRF_FIELD
-from . import attempts, queries, sessions
+from . import attempts, factors, queries, recovery_codes, sessions
+from .second_step import clock as factor_clock
 
 bp = Blueprint("reauthentication", __name__)
 
@@ -42,6 +45,7 @@ PROOF, SIGNED = "reauth_proof", "reauth_pending"
 NOT_RESENT = {CSRF_FIELD, PROOF, SIGNED}
 TEMPLATE = "accounts/reauthenticate.html"
 WRONG = "That is not your password."
+WRONG_CODE = "That code did not work. Type a current code from your app, or an unused recovery code."
 EXPIRED = "This confirmation has expired or does not belong to this request. Start the action again."
 
 # What "now" is for the freshness of a proof: tests move it instead of waiting.
@@ -124,22 +128,49 @@ async def recent(conn) -> bool:
     return proven_at is not None and proven_at > clock() - WINDOW
 
 
+def looks_like_code(proof: str) -> bool:
+    return recovery_codes.looks_like_totp(proof) or recovery_codes.normalise(proof) is not None
+
+
+def too_many(pending: Pending, wait: int) -> Reauthenticate:
+    return Reauthenticate(pending, f"Too many wrong attempts. Try again in {wait} seconds.", 429, wait)
+
+
 async def prove(pending: Pending, proof: str) -> None:
-    """Checks the password typed, counted by the login's throttle before the check; audits the
+    """Checks the password typed (or, for an account with a second factor, a code that looks
+    like one of its codes), counted by the login's throttles before the check; audits the
     outcome. A right one marks the session; otherwise the form comes again, saying why."""
     db = current_app.db
     async with db.read() as conn:
         account = await queries.get_user(conn, g.user.id)
+        if looks_like_code(proof) and await factors.has_factor(conn, g.user.id):
+            return await prove_code(pending, proof)
     keys = attempts.keys_for(account)
     check = await attempts.check_password(db, keys, proof, account.password_hash)
     if check.wait:
-        raise Reauthenticate(pending, f"Too many wrong attempts. Try again in {check.wait} seconds.", 429, check.wait)
+        raise too_many(pending, check.wait)
     async with db.write() as conn:
         if check.valid:
             await attempts.forgive(conn, keys)
         await settle(conn, check.valid, "password")
     if not check.valid:
         raise Reauthenticate(pending, WRONG)
+
+
+async def prove_code(pending: Pending, code: str) -> None:
+    """An authenticator app's code or a recovery code, under the second step's rules (a used
+    step or code refused, throttled apart from passwords)."""
+    async with current_app.db.write() as conn:
+        verdict = await factors.verify_second_factor(conn, g.user.id, code, factor_clock())
+        if not verdict.wait:
+            kind = factors.TOTP if recovery_codes.looks_like_totp(code) else factors.RECOVERY
+            await settle(conn, verdict.ok, verdict.factor or kind)
+    if verdict.wait:
+        raise too_many(pending, verdict.wait)
+    if not verdict.ok:
+        raise Reauthenticate(pending, WRONG_CODE)
+    if verdict.factor == factors.RECOVERY:
+        await toast(f"Recovery code used: {counted(verdict.recovery_left, 'code')} left.", "warning")
 
 
 async def proven(conn) -> None:
@@ -189,9 +220,11 @@ async def ask(asked: Reauthenticate):
     wrong proof replaces its form), else a page of its own."""
     pending = asked.pending
     in_dialog = is_htmx() and not request.headers.get("HX-Boosted") and pending.method != "GET"
+    async with current_app.db.read() as conn:
+        with_code = await factors.has_factor(conn, g.user.id)
     context = {"pending": pending, "signed": signed(pending), "error": asked.error, "in_dialog": in_dialog,
                "action": pending.url if pending.method != "GET" else "/reauthenticate",
-               "minutes": int(WINDOW.total_seconds() // 60), "with_code": False}
+               "minutes": int(WINDOW.total_seconds() // 60), "with_code": with_code}
     headers = {"Retry-After": str(asked.wait)} if asked.wait else {}
     if not in_dialog:
         boosted = is_htmx()  # then the page's main region replaces this one's
