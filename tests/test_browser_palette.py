@@ -76,7 +76,7 @@ async def test_a_customer_is_offered_no_admin_actions(live_server, page, make_us
     await page.keyboard.press("Control+k")
     await expect(page.locator("#palette-input")).to_be_focused()
     await expect(options(page).locator(".palette-label")).to_have_text(
-        ["Dashboard", "Profile and preferences", "Switch between light and dark theme", "Log out"])
+        ["Dashboard", "Profile and preferences", "Toggle theme (light or dark)", "Log out"])
     await page.keyboard.type("user")
     await expect(options(page)).to_have_count(0)
     await expect(page.locator("[data-palette-status]")).to_have_text("Nothing matches.")

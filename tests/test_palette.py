@@ -19,7 +19,7 @@ def offered(html: str) -> dict[str, str]:
 
 
 EVERYONE = {"Dashboard": "/dashboard", "Profile and preferences": "/profile",
-            "Switch between light and dark theme": "/profile/preferences", "Log out": "/logout"}
+            "Toggle theme (light or dark)": "/profile/preferences", "Log out": "/logout"}
 STAFF = {"Users": "/users", "Audit log": "/audit", "Import users from CSV": "/users/import",
          "New user": "/users/new", "Export the audit log (CSV)": "/audit.csv"}
 

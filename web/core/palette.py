@@ -32,7 +32,7 @@ COMMANDS = (
     Command("Profile and preferences", "/profile"),
     Command("New user", "/users/new", kind="Action", keys=("n",), click="[data-action=new]"),
     Command("Export the audit log (CSV)", "/audit.csv", kind="Action"),
-    Command("Switch between light and dark theme", "/profile/preferences", "POST", kind="Action", run="theme"),
+    Command("Toggle theme (light or dark)", "/profile/preferences", "POST", kind="Action", run="theme"),
     Command("Log out", "/logout", "POST", kind="Action", run="logout"),
 )
 
