@@ -46,6 +46,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+BUSY_TIMEOUT_MS = 5000
+MIGRATION_WAIT_MS = 300_000
+
+
 def _sqlite_pragmas(dbapi_connection, _record):
     # Let SQLAlchemy's begin event below emit BEGIN itself (pysqlite's own is deferred-only).
     dbapi_connection.isolation_level = None
@@ -58,7 +62,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
     # SQLite does not enforce REFERENCES unless asked, per connection.
     cursor.execute("PRAGMA foreign_keys=ON")
     # Wait up to 5 s for another writer instead of failing with 'database is locked'.
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -67,10 +71,16 @@ def _sqlite_begin(conn):
     # writes can fail with SQLITE_BUSY at once, whatever the busy timeout. Reads emit no
     # BEGIN: each statement is then its own transaction, which saves the BEGIN's round trip
     # through aiosqlite's thread on every read (docs/PERFORMANCE.md).
-    if conn.get_execution_options().get("write"):
+    options = conn.get_execution_options()
+    if options.get("write"):
         # Straight to aiosqlite: one trip to its thread instead of three (cursor, execute,
         # close), while this transaction keeps every other writer waiting.
-        await_only(conn.connection.driver_connection.execute("BEGIN IMMEDIATE"))
+        driver = conn.connection.driver_connection
+        if wait := options.get("lock_wait_ms"):
+            await_only(driver.execute(f"PRAGMA busy_timeout={int(wait)}"))
+        await_only(driver.execute("BEGIN IMMEDIATE"))
+        if wait:
+            await_only(driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"))
 
 
 class Database:
@@ -104,13 +114,14 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def write(self):
-        """A transaction that holds the write lock (SQLite) and commits on success."""
+    async def write(self, lock_wait_ms: int = 0):
+        """A transaction that holds the write lock (SQLite) and commits on success.
+        lock_wait_ms: how long SQLite waits for another process's writer, if not the usual."""
         committed = []
         async with self._writer:
             try:
                 async with self.engine.connect() as conn:
-                    await conn.execution_options(write=True)
+                    await conn.execution_options(write=True, lock_wait_ms=lock_wait_ms)
                     try:
                         async with conn.begin():
                             yield conn
@@ -137,7 +148,9 @@ class Database:
 
     async def migrate(self, revision: str = "head") -> None:
         """Upgrade the schema to `revision` ("head", "0001", ...)."""
-        async with self.write() as conn:
+        # Another process may be migrating: its whole migration, not one transaction, is
+        # what this one waits for (seconds on a busy machine; PostgreSQL's lock waits as long).
+        async with self.write(lock_wait_ms=MIGRATION_WAIT_MS) as conn:
             if not self.is_sqlite:
                 await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7273620)")  # any fixed key
             await conn.run_sync(_upgrade, revision, self.audit_key)
