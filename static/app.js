@@ -150,5 +150,23 @@
     }
   }, true);
 
-  document.addEventListener("DOMContentLoaded", function () { adoptServerToasts(); localTimes(); });
+  // Copy buttons (data-copy="#id", recovery codes): hidden in the markup, shown only where the
+  // clipboard can be written; a click copies that element's text and says so.
+  function showCopyButtons() {
+    if (!navigator.clipboard) return;
+    document.querySelectorAll("[data-copy][hidden]").forEach(function (button) { button.hidden = false; });
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    var source = button && document.querySelector(button.getAttribute("data-copy"));
+    if (!source) return;
+    navigator.clipboard.writeText(source.textContent).then(function () {
+      button.textContent = "Copied";
+    }, function () {
+      button.textContent = "Copy failed: select the codes instead";
+    });
+  });
+  document.addEventListener("htmx:afterSettle", showCopyButtons);
+
+  document.addEventListener("DOMContentLoaded", function () { adoptServerToasts(); localTimes(); showCopyButtons(); });
 })();

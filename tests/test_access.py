@@ -90,6 +90,19 @@ EXPECTED = {
     ("POST", "/login/second-step/passkey/options"): everyone(410),
     ("POST", "/login/second-step/passkey"): everyone(LOGIN),
     ("POST", "/profile/preferences"): anyone_signed_in(ALLOWED),
+    # Second factors (tests/test_second_factors.py): one's own, from the profile; the login's
+    # second step and forced enrolment, without a login under way, send back to the login page;
+    # an Admin resets another user's.
+    ("POST", "/profile/factors/totp"): anyone_signed_in(ALLOWED),
+    ("POST", "/profile/factors/totp/confirm"): anyone_signed_in(ALLOWED),
+    ("POST", "/profile/factors/totp/cancel"): anyone_signed_in(ALLOWED),
+    ("POST", "/profile/factors/recovery-codes"): anyone_signed_in(ALLOWED),
+    ("POST", "/profile/factors/remove"): anyone_signed_in(ALLOWED),
+    ("GET", "/login/second-step"): everyone(LOGIN),
+    ("POST", "/login/second-step"): everyone(LOGIN),
+    ("GET", "/login/enrol"): everyone(LOGIN),
+    ("POST", "/login/enrol"): everyone(LOGIN),
+    ("POST", "/users/<int:user_id>/factors/reset"): admins(ALLOWED),
     # The proof before a guarded link (an export); a form without one is a 400 (test_reauthentication.py).
     ("POST", "/reauthenticate"): anyone_signed_in(ALLOWED),
     # The users table. Its routes that name a user are asked about a Customer, whom both

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from conftest import PASSWORD, make_config
 from helpers import (
-    audit_rows, form_token, location, login, open_session, post, rows, run_cli, scalar, session_rows, text,
+    audit_rows, form_token, location, login, open_session, post, rows, run_cli, scalar, session_rows, signed_in, text,
     unlock_throttle,
 )
 from web import create_app
@@ -331,3 +331,37 @@ async def test_run_py_factors_reset_and_rekey(db, database_url, make_user):
     assert await rows(db, select(totp_factors.c.user_id)) == []
     [event] = await audit_rows(db, "second_factors_reset")
     assert (event.actor_name, event.target_id) == ("run.py", alice["id"])
+
+
+# ---- the users table and an Admin's reset ----------------------------------------------
+
+async def test_the_users_table_shows_and_filters_who_has_a_second_factor(app, db, make_user):
+    admin, client = await signed_in(app, make_user, "Admin")
+    alice = await make_user(username="alice")
+    await make_user(username="bob")
+    await enrolled(db, app.config["GATEHOUSE"], alice["id"])
+    with_factor = await text(await client.get("/users?factor=1"))
+    without = await text(await client.get("/users?factor=0"))
+    assert ">alice</a>" in with_factor and ">bob</a>" not in with_factor
+    assert ">bob</a>" in without and ">alice</a>" not in without
+    assert with_factor.count('title="Logs in with a second factor">2FA</span>') == 1
+    assert '<option value="1" selected>With a second factor</option>' in with_factor
+
+
+async def test_an_admin_resets_another_users_factors_audited_and_mailed(app, db, make_user, mailed):
+    admin, client = await signed_in(app, make_user, "Admin")
+    alice = await make_user(username="alice")
+    await enrolled(db, app.config["GATEHOUSE"], alice["id"])
+    page = await text(await client.get(f"/users/{alice['id']}"))
+    assert f'action="/users/{alice["id"]}/factors/reset"' in page
+    response = await post(client, f"/users/{alice['id']}/factors/reset", {"back": f"/users/{alice['id']}"})
+    assert response.status_code == 303 and location(response) == f"/users/{alice['id']}"
+    assert "logs in with the password alone" in await text(await client.get(f"/users/{alice['id']}"))
+    assert await rows(db, select(totp_factors.c.user_id)) == []
+    assert await rows(db, select(recovery_codes.c.id)) == []
+    [event] = await audit_rows(db, "second_factors_reset")
+    assert (event.actor_id, event.target_id, event.changes) == (admin["id"], alice["id"], {"factors": [True, False]})
+    [notice] = [m for m in mailed if m.kind == "factors_changed"]
+    assert notice.recipient == alice["email"] and f"removed by {admin['username']}" in notice.text
+    own = await post(client, f"/users/{admin['id']}/factors/reset", {"back": "/users"})
+    assert own.status_code == 409

@@ -42,7 +42,7 @@ def create_app(config: Config | None = None) -> Quart:
     from .dashboard import routes as dashboard
     from .imports import routes as imports, runner as import_runner
     from .mail import routes as mail, sender as mail_sender
-    from .users import invitations, routes as users, sessions as user_sessions, suggestions as user_suggestions
+    from .users import factors as user_factors, invitations, routes as users, sessions as user_sessions, suggestions as user_suggestions
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
     security.init_app(app)
     formatting.init_app(app)
@@ -56,7 +56,7 @@ def create_app(config: Config | None = None) -> Quart:
     refusals.init_app(app)
     reauthentication.init_app(app)
     for blueprint in (pages.bp, health.bp, auth.bp, recovery.bp, profile.bp, preferences.bp, dashboard.bp, users.bp, user_suggestions.bp, user_sessions.bp, audit_log.bp,
-                      invitation.bp, invitations.bp, confirmation.bp, second_step.bp, factor_settings.bp):
+                      invitation.bp, invitations.bp, confirmation.bp, second_step.bp, factor_settings.bp, user_factors.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(passkey_routes.bp)
     if config.bench:
