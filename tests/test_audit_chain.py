@@ -20,7 +20,9 @@ from web.core.tables import audit_chain, audit_events
 
 KEY = "an audit key of at least thirty-two characters"
 EVENTS = 12
-WRITERS = 50
+# Failed logins at once over two workers: each costs an argon2 check (against a dummy hash),
+# so more of them add CPU time, not contention; a busy machine took over 60 s for 50.
+WRITERS = 24
 
 
 @pytest.fixture(params=["sha256", "hmac"])
@@ -301,7 +303,7 @@ def two_workers_behind_a_proxy(database_url, db, tmp_path):
 async def failed_login(base_url: str, n: int) -> int:
     """A client of its own (address, cookies, connection) fails to log in: one audit event."""
     headers = {"X-Forwarded-For": f"198.51.100.{n}"}
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, headers=headers,
+    async with httpx.AsyncClient(base_url=base_url, timeout=180, headers=headers,
                                  limits=httpx.Limits(max_keepalive_connections=0)) as client:
         page = await client.get("/login")
         response = await client.post("/login", data={
