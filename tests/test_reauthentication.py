@@ -175,6 +175,24 @@ async def test_an_export_waits_for_the_password_then_starts_the_download(app, db
     assert len(await audit_rows(db, "export")) == 1
 
 
+async def test_reverting_a_role_change_from_the_audit_log_waits_for_the_password(app, db, make_user, monkeypatch):
+    _, client = await signed_in(app, make_user, "Admin")
+    them = await make_user("Customer")
+    before = await user_row(db, them["id"])
+    await send(client, f"/users/{them['id']}", role_change(before, "Manager"), target=f"user-{them['id']}")
+    [promotion] = await audit_rows(db, "update")
+    later(monkeypatch, 11)
+    form = [("field", "role"), ("version", str(before.version + 1)), ("back", "/audit")]
+
+    asked = await send(client, f"/audit/{promotion.id}/revert", form, target=f"event-{promotion.id}")
+
+    await assert_asked(asked)
+    assert (await user_row(db, them["id"])).role == "Manager"
+    reverted = await confirm(client, asked, target=f"event-{promotion.id}")
+    assert reverted.status_code == 200 and reverted.headers["HX-Retarget"] == "#audit-table"
+    assert (await user_row(db, them["id"])).role == "Customer"
+
+
 # ---- without JavaScript ------------------------------------------------------------------
 
 async def test_without_javascript_the_form_is_a_page_that_resumes_the_action(app, db, make_user, monkeypatch):

@@ -190,6 +190,7 @@ async def revert(event_id: int):
     conflicts = changed_since(event, target, chosen)
     if conflicts and form.get("force") != "1":
         return await revert_answer(409, event, target, view, chosen, conflicts)
+    await reauthentication_required(when="role" in chosen and event.changes["role"][0] != target.role)
     edit = await edit_user(target, version, {f: event.changes[f][0] for f in chosen}, reverts=event.id)
     if edit.errors:
         return await revert_answer(422, event, target, view, chosen, conflicts, edit.errors)
