@@ -313,3 +313,20 @@ async def test_after_the_password_a_passkey_of_the_account_and_no_other_complete
     assert event.target_id == alice["id"] and event.changes == {"factor": [None, "passkey"]}
     [failed] = await audit_rows(db, "second_factor_failed")
     assert failed.changes["problem"] == [None, "not a passkey of this account"]
+
+
+@pytest.mark.sqlite_only  # the database plays no part in this check
+async def test_a_base_url_naming_an_ip_address_turns_passkeys_off(db, migrated_url, make_user):
+    """An IP address cannot be a WebAuthn relying party id: nothing offers a passkey then."""
+    from conftest import make_config
+    from web import create_app
+    app = create_app(make_config(migrated_url, base_url="http://127.0.0.1:8000"))
+    client = app.test_client()
+    assert 'data-passkey="get"' not in await text(await client.get("/login"))
+    csrf = await token(client)
+    response = await client.post("/login/passkey/options", form={"csrf_token": csrf}, headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 404
+    _, signed_in_client = await signed_in_customer(app, make_user)
+    html = await text(await signed_in_client.get("/profile"))
+    assert "Passkeys are off" in html and 'data-passkey="create"' not in html
+    await app.db.dispose()

@@ -27,6 +27,7 @@ SIGN_IN_FORM = "accounts/passkey_sign_in.html"
 NEEDS_SCRIPT = "Adding a passkey needs JavaScript: turn it on for this site and try again."
 TOO_MANY = f"You have {passkeys.MOST_PER_ACCOUNT} passkeys, the most an account may have: remove one first."
 NOT_SIGNED_IN = "That passkey did not sign you in. Try again, or log in with your password."
+PASSKEY_DID_NOT_WORK = "That passkey did not work. Try again, or type a code."
 # Challenges a client address may ask for, per window: each is a row until it expires.
 SIGN_IN_CHALLENGES_FREE, SIGN_IN_CHALLENGE_WINDOW = 30, 5 * 60
 
@@ -130,11 +131,18 @@ async def remove(passkey_id: int):
 
 # ---- signing in ------------------------------------------------------------------------
 
-async def sign_in_refused(status: int, message: str, page, **form):
-    """The passkey form again with why (htmx), or else the whole page `page()` renders."""
+def too_many_failures(wait: int) -> str:
+    return f"Too many failed attempts. Try again in {wait} seconds."
+
+
+async def refused(status: int, message: str, page, wait: int = 0, **form):
+    """Why the passkey did not sign in: beside its button (htmx swaps the passkey form), or
+    else on the whole page `page(status, message)` renders."""
     if is_htmx():
-        return await render(SIGN_IN_FORM, status, passkey_error=message, **form)
-    return await page(status, message)
+        body, status = await render(SIGN_IN_FORM, status, passkey_error=message, **form)
+    else:
+        body, status = await page(status, message)
+    return body, status, {"Retry-After": str(wait)} if wait else {}
 
 
 @bp.post("/login/passkey/options")
@@ -183,15 +191,12 @@ async def sign_in():
                 await audit.record(conn, "login_failed", "user", checked.user_id, ip=client_ip(),
                                    changes={"factor": [None, factors.PASSKEY],
                                             **({"problem": [None, checked.problem]} if checked.problem else {})})
-
-    async def login_page(status, message):
-        return await auth.login_page(status, next=next_path, error=message)
+    def login_page(status, message):
+        return auth.login_page(status, next=next_path, error=message)
     if wait:
-        body, status = await sign_in_refused(429, f"Too many failed attempts. Try again in {wait} seconds.",
-                                             login_page, next=next_path)
-        return body, status, {"Retry-After": str(wait)}
+        return await refused(429, too_many_failures(wait), login_page, wait, next=next_path)
     if user is None:
-        return await sign_in_refused(401, NOT_SIGNED_IN, login_page, next=next_path)
+        return await refused(401, NOT_SIGNED_IN, login_page, next=next_path)
     return await auth.logged_in(user.id, user.username, next_path)
 
 
@@ -235,14 +240,10 @@ async def second_step_sign_in():
                                        changes={"factor": [None, factors.PASSKEY], "problem": [None, checked.problem]})
     except ChallengeGone:
         return await second_step.start_again()
-
-    async def verify_page(status, message):
-        return await second_step.verify_page(challenge, status, message)
+    def verify_page(status, message):
+        return second_step.verify_page(challenge, status, message)
     if wait:
-        body, status = await sign_in_refused(429, f"Too many failed attempts. Try again in {wait} seconds.",
-                                             verify_page, **SECOND_STEP_FORM)
-        return body, status, {"Retry-After": str(wait)}
+        return await refused(429, too_many_failures(wait), verify_page, wait, **SECOND_STEP_FORM)
     if not checked.ok:
-        return await sign_in_refused(401, "That passkey did not work. Try again, or type a code.", verify_page,
-                                     **SECOND_STEP_FORM)
+        return await refused(401, PASSKEY_DID_NOT_WORK, verify_page, **SECOND_STEP_FORM)
     return await second_step.finished(challenge)
