@@ -26,8 +26,8 @@ from web.core.db import Database, utcnow
 from web.core.tables import audit_events, import_rows, imports, outbox, users
 from web.imports import jobs
 
-ROWS = 600
-KILLS = 2
+ROWS = 400
+KILLS = 1  # one kill and one resume: each more costs a server start (two workers on PostgreSQL)
 WAIT_SECONDS = 120  # for the import to move on; a bound on a broken run, not a timing
 
 
