@@ -1,14 +1,15 @@
-"""The users table's header checkbox and the key that opens a user's page, in Chromium."""
+"""The users table's header checkbox and the key that opens a user's page, in Chromium; the page
+has no serious accessibility findings."""
 import re
 
 from playwright.async_api import expect
 
-from helpers import focused_row, log_in
+from helpers import axe_violations_of, focused_row, log_in
 from web.core import demo
 
 
 async def test_select_the_page_from_the_header_then_the_whole_filter_and_open_a_user_by_key(
-        live_server, page, make_user, db, password_hash):
+        live_server, browser, page, make_user, db, password_hash):
     admin = await make_user("Admin", username="root.admin")
     await demo.add_demo_users(db, 30, password_hash)
     await log_in(page, live_server, admin["username"], "/users?size=25")
@@ -30,3 +31,4 @@ async def test_select_the_page_from_the_header_then_the_whole_filter_and_open_a_
     await expect(page.locator("h1")).to_have_text(name)
     await expect(page).to_have_url(re.compile(r"/users/\d+\?size=25$"))
     await expect(page.get_by_role("link", name="Back to users")).to_have_attribute("href", "/users?size=25")
+    assert await axe_violations_of(browser, page) == []
