@@ -228,14 +228,15 @@ def cmd_users_purge(config: Config, args) -> int:
     return 0
 
 
-def cmd_factors_rekey(config: Config, args) -> int:
+async def rekey_factors(db: Database, config: Config) -> dict[str, int]:
     from web.accounts import factors
     from web.accounts.factor_crypto import keyring
+    async with db.write() as conn:
+        return await factors.rekey(conn, keyring(config))
 
-    async def rekey(db):
-        async with db.write() as conn:
-            return await factors.rekey(conn, keyring(config))
-    done = on_database(config, rekey)
+
+def cmd_factors_rekey(config: Config, args) -> int:
+    done = on_database(config, lambda db: rekey_factors(db, config))
     print(f"{done['secrets']:,} secrets re-encrypted under the newest key of FACTOR_KEYS.", file=sys.stderr)
     if done["accounts_with_old_codes"]:
         print(f"{done['accounts_with_old_codes']:,} accounts still have recovery codes hashed under an older key: "
@@ -243,21 +244,24 @@ def cmd_factors_rekey(config: Config, args) -> int:
     return 0
 
 
-def cmd_factors_reset(config: Config, args) -> int:
+async def reset_factors(db: Database, config: Config, username: str) -> bool | None:
+    """Removes every second factor of the account `username` names (audited, its owner mailed):
+    whether it had one; None when no account has that name."""
     from web.accounts import factors, queries
     from web.core import audit_trail as audit
+    async with db.write() as conn:
+        user = await queries.find_by_login(conn, username)
+        if user is None:
+            return None
+        removed = await factors.remove_all(conn, user.id)
+        await audit.record(conn, "second_factors_reset", "user", user.id, actor=audit.CLI,
+                           changes={"factors": [removed, False]})
+        await factors.notify_reset(conn, config, user, audit.CLI.username)
+    return removed
 
-    async def reset(db):
-        async with db.write() as conn:
-            user = await queries.find_by_login(conn, args.username)
-            if user is None:
-                return None
-            removed = await factors.remove_all(conn, user.id)
-            await audit.record(conn, "second_factors_reset", "user", user.id, actor=audit.CLI,
-                               changes={"factors": [removed, False]})
-            await factors.notify_reset(conn, config, user, audit.CLI.username)
-            return removed
-    removed = on_database(config, reset)
+
+def cmd_factors_reset(config: Config, args) -> int:
+    removed = on_database(config, lambda db: reset_factors(db, config, args.username))
     if removed is None:
         print(f"No account is named {args.username!r}.", file=sys.stderr)
         return 1
