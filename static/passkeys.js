@@ -101,10 +101,11 @@
   // Before htmx sees it (capture): a passkey form without its answer runs the ceremony first.
   document.addEventListener("submit", function (event) {
     var form = event.target;
-    if (!form.hasAttribute("data-passkey") || form.elements.credential.value || !SUPPORTED) return;
+    if (!form.hasAttribute("data-passkey") || form.elements.credential.value) return;
     event.preventDefault();
     event.stopImmediatePropagation();
-    ceremony(form);
+    if (SUPPORTED) ceremony(form);
+    else say(form, "This browser cannot use passkeys.");
   }, true);
 
   function reveal(root) {
