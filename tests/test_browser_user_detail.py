@@ -32,3 +32,6 @@ async def test_select_the_page_from_the_header_then_the_whole_filter_and_open_a_
     await expect(page).to_have_url(re.compile(r"/users/\d+\?size=25$"))
     await expect(page.get_by_role("link", name="Back to users")).to_have_attribute("href", "/users?size=25")
     assert await axe_violations_of(browser, page) == []
+
+    await page.get_by_role("link", name=f"Edit {name}").click()
+    await expect(page.locator("#users-table tr[data-editing] input[name=username]")).to_have_value(name)
