@@ -105,6 +105,7 @@ EXPECTED = {
     ("POST", "/users/<int:user_id>/factors/reset"): admins(ALLOWED),
     # The proof before a guarded link (an export); a form without one is a 400 (test_reauthentication.py).
     ("POST", "/reauthenticate"): anyone_signed_in(ALLOWED),
+    ("POST", "/reauthenticate/passkey/options"): anyone_signed_in(ALLOWED),
     # The users table. Its routes that name a user are asked about a Customer, whom both
     # Managers and Admins may handle; which targets a Manager may touch is tested elsewhere.
     ("GET", "/users"): staff(200),

@@ -15,6 +15,8 @@ from helpers import (
     assert_refused, audit_rows, element_html, location, open_session, send, session_rows, signed_in, text,
     toasts, user_named, user_row,
 )
+from soft_authenticator import SoftAuthenticator
+from test_passkeys import add_passkey, options
 from test_second_factors import NOW, at_time, code_at, enrolled
 from web.accounts import reauthentication
 from web.core.db import utcnow
@@ -33,9 +35,9 @@ async def stale(app, make_user, monkeypatch, role="Admin"):
     return account, client
 
 
-def confirm_form(body: str) -> tuple[str, list[tuple[str, str]]]:
-    """The confirm form's action and hidden fields (its CSRF token and signature included)."""
-    form = re.search(r'<form id="reauth-form"[^>]*>.*?</form>', body, re.S)
+def confirm_form(body: str, form_id: str = "reauth-password-form") -> tuple[str, list[tuple[str, str]]]:
+    """A confirm form's action and hidden fields (its CSRF token and signature included)."""
+    form = re.search(rf'<form id="{form_id}"[^>]*>.*?</form>', body, re.S)
     assert form, body[:800]
     action = unescape(re.search(r'action="([^"]*)"', form.group(0)).group(1))
     fields = [(unescape(name), unescape(value)) for name, value in
@@ -258,7 +260,7 @@ async def test_a_wrong_password_is_said_beside_the_field_and_the_dialog_stays(ap
     body = await text(wrong)
     assert wrong.status_code == 401
     assert (wrong.headers["HX-Retarget"], wrong.headers["HX-Reswap"]) == ("#reauth-form", "outerHTML")
-    assert body.startswith('<form id="reauth-form"')
+    assert body.startswith('<div id="reauth-form">')
     assert 'aria-invalid="true"' in body and reauthentication.WRONG in element_html(body, "reauth-proof-error")
     assert (await user_row(db, them["id"])).deleted_at is None
     [failure] = await audit_rows(db, "reauthenticate_failed")
@@ -380,3 +382,30 @@ async def test_a_used_code_is_refused(app, db, config, make_user, monkeypatch):
     assert (await user_row(db, them["id"])).deleted_at is None
     [failure] = await audit_rows(db, "reauthenticate_failed")
     assert failure.changes == {"factor": [None, "totp"]}
+
+
+async def test_a_passkey_also_confirms_once_per_challenge(app, db, make_user, monkeypatch):
+    me, client = await signed_in(app, make_user, "Admin")
+    key = SoftAuthenticator()
+    assert (await add_passkey(client, key, "Laptop")).status_code == 200
+    first, second = await make_user("Customer"), await make_user("Customer")
+    later(monkeypatch, 11)
+
+    async def with_passkey(user, answer=None):
+        asked = await send(client, f"/users/{user['id']}/delete", {"back": "/users"}, target=f"user-{user['id']}")
+        action, fields = confirm_form(await text(asked), "reauth-passkey-form")
+        # As static/passkeys.js does: a challenge, the authenticator's answer, the form sent.
+        answer = answer or key.get(await options(client, "/reauthenticate/passkey/options"))
+        fields = [(name, answer if name == "credential" else value) for name, value in fields]
+        return answer, await send(client, action, fields, target=f"user-{user['id']}", with_csrf=False)
+
+    answer, confirmed = await with_passkey(first)
+    later(monkeypatch, 11 + 11)
+    _, replayed = await with_passkey(second, answer)
+
+    assert confirmed.status_code in (200, 204) and (await user_row(db, first["id"])).deleted_at is not None
+    assert replayed.status_code == 401 and reauthentication.PASSKEY_FAILED in await text(replayed)
+    assert (await user_row(db, second["id"])).deleted_at is None
+    assert [(e.action, e.changes["factor"][1]) for e in await audit_rows(db, "reauthenticate")
+            + await audit_rows(db, "reauthenticate_failed")] == [("reauthenticate", "passkey"),
+                                                                 ("reauthenticate_failed", "passkey")]

@@ -1,6 +1,6 @@
 """Re-authentication ("sudo mode", issue 14): a sensitive action needs a proof, no older than
-WINDOW, that the person at the keyboard owns the account: a login, or the password typed again
-(or a code of the account's second factor: its app's, or an unused recovery code).
+WINDOW, that the person at the keyboard owns the account: a login, or the password typed again,
+or one of the account's second factors (its app's code, an unused recovery code, a passkey).
 
 A guarded view wears @reauthenticated, or calls `await required()` where only part of what it
 does is sensitive (an inline edit that changes a role). Without a recent proof the view does
@@ -30,22 +30,27 @@ from quart import Blueprint, abort, current_app, g, request
 
 from ..core import audit_trail as audit
 from ..core.access import signed_in
-from ..core.context import client_ip, safe_next
+from ..core.context import client_ip, safe_next, settings
 from ..core.db import utcnow
 from ..core.formatting import counted
 from ..core.render import is_htmx, render, toast
 from ..core.security import CSRF_FIELD
-from . import attempts, factors, queries, recovery_codes, sessions
+from . import attempts, factors, queries, recovery_codes, sessions, throttle
 from .second_step import clock as factor_clock
+from .webauthn_ceremony import REAUTH, assertion_options, relying_party, verify_assertion
 
 bp = Blueprint("reauthentication", __name__)
 
 WINDOW = timedelta(minutes=10)
 PROOF, SIGNED = "reauth_proof", "reauth_pending"
+# A passkey's answer comes in the field static/passkeys.js fills, beside this mark.
+PASSKEY, CREDENTIAL = "reauth_passkey", "credential"
 NOT_RESENT = {CSRF_FIELD, PROOF, SIGNED}
+CODES = {factors.TOTP, factors.RECOVERY}
 TEMPLATE = "accounts/reauthenticate.html"
 WRONG = "That is not your password."
 WRONG_CODE = "That code did not work. Type a current code from your app, or an unused recovery code."
+PASSKEY_FAILED = "That passkey did not work. Try again, or type your password."
 EXPIRED = "This confirmation has expired or does not belong to this request. Start the action again."
 
 # What "now" is for the freshness of a proof: tests move it instead of waiting.
@@ -80,9 +85,10 @@ def this_url() -> str:
 
 
 def resent_fields(form) -> tuple[tuple[str, str], ...]:
+    proof = NOT_RESENT | {PASSKEY, CREDENTIAL} if PASSKEY in form else NOT_RESENT
     # Browsers send a field's line breaks as CRLF whatever the page held.
     return tuple((name, value.replace("\r\n", "\n")) for name, value in form.items(multi=True)
-                 if name not in NOT_RESENT)
+                 if name not in proof)
 
 
 def came_from() -> str:
@@ -136,14 +142,18 @@ def too_many(pending: Pending, wait: int) -> Reauthenticate:
     return Reauthenticate(pending, f"Too many wrong attempts. Try again in {wait} seconds.", 429, wait)
 
 
-async def prove(pending: Pending, proof: str) -> None:
-    """Checks the password typed (or, for an account with a second factor, a code that looks
-    like one of its codes), counted by the login's throttles before the check; audits the
-    outcome. A right one marks the session; otherwise the form comes again, saying why."""
+async def prove(pending: Pending, form) -> None:
+    """Checks the proof the form brings: a passkey's answer, or the text typed: the password,
+    or, for an account with an authenticator app, what looks like one of its codes. Each is
+    counted by its throttle before the check, and audited; a right one marks the session,
+    otherwise the form comes again, saying why."""
+    if PASSKEY in form:
+        return await prove_passkey(pending, form.get(CREDENTIAL, ""))
+    proof = form.get(PROOF, "")
     db = current_app.db
     async with db.read() as conn:
         account = await queries.get_user(conn, g.user.id)
-        if looks_like_code(proof) and await factors.has_factor(conn, g.user.id):
+        if looks_like_code(proof) and await factors.kinds(conn, g.user.id) & CODES:
             return await prove_code(pending, proof)
     keys = attempts.keys_for(account)
     check = await attempts.check_password(db, keys, proof, account.password_hash)
@@ -173,6 +183,22 @@ async def prove_code(pending: Pending, code: str) -> None:
         await toast(f"Recovery code used: {counted(verdict.recovery_left, 'code')} left.", "warning")
 
 
+async def prove_passkey(pending: Pending, credential: str) -> None:
+    """A passkey's answer to a challenge made for this account's re-authentication, throttled
+    like its codes."""
+    config, keys = settings(), factors.throttle_keys(g.user.id)
+    async with current_app.db.write() as conn:
+        if not (wait := await throttle.reserve(conn, keys, config.throttle_free_failures, config.throttle_window)):
+            checked = await verify_assertion(conn, REAUTH, credential, g.user.id)
+            if checked.ok:
+                await attempts.forgive(conn, keys)
+            await settle(conn, checked.ok, factors.PASSKEY)
+    if wait:
+        raise too_many(pending, wait)
+    if not checked.ok:
+        raise Reauthenticate(pending, PASSKEY_FAILED)
+
+
 async def proven(conn) -> None:
     """The person behind this session just proved it is them (a password, a code or a passkey
     checked in this transaction): sensitive actions need no other proof for WINDOW."""
@@ -196,7 +222,7 @@ async def required(when: bool = True) -> None:
         return
     form = await request.form
     if SIGNED in form:
-        await prove(await resumed(form), form.get(PROOF, ""))
+        await prove(await resumed(form), form)
         return
     async with current_app.db.read() as conn:
         if await recent(conn):
@@ -221,10 +247,13 @@ async def ask(asked: Reauthenticate):
     pending = asked.pending
     in_dialog = is_htmx() and not request.headers.get("HX-Boosted") and pending.method != "GET"
     async with current_app.db.read() as conn:
-        with_code = await factors.has_factor(conn, g.user.id)
+        kinds = await factors.kinds(conn, g.user.id)
     context = {"pending": pending, "signed": signed(pending), "error": asked.error, "in_dialog": in_dialog,
                "action": pending.url if pending.method != "GET" else "/reauthenticate",
-               "minutes": int(WINDOW.total_seconds() // 60), "with_code": with_code}
+               "minutes": int(WINDOW.total_seconds() // 60), "with_code": bool(kinds & CODES),
+               # A guarded form of its own passkey (adding one) keeps its field: no passkey proof then.
+               "with_passkey": factors.PASSKEY in kinds and relying_party() is not None
+               and CREDENTIAL not in dict(pending.fields)}
     headers = {"Retry-After": str(asked.wait)} if asked.wait else {}
     if not in_dialog:
         boosted = is_htmx()  # then the page's main region replaces this one's
@@ -247,9 +276,20 @@ async def confirm_link():
     pending = unsigned(form.get(SIGNED, ""))
     if pending.method != "GET":
         abort(400, EXPIRED)
-    await prove(pending, form.get(PROOF, ""))
+    await prove(pending, form)
     body, status = await render(TEMPLATE, block=None, pending=pending, resumed=True)
     return body, status, {"Refresh": f"0; url={pending.url}"}
+
+
+@bp.post("/reauthenticate/passkey/options")
+@signed_in
+async def passkey_options():
+    """A challenge for this account's passkeys (JSON for static/passkeys.js)."""
+    if relying_party() is None:
+        abort(404, "Passkeys are off on this site.")
+    async with current_app.db.write() as conn:
+        options = await assertion_options(conn, REAUTH, g.user.id)
+    return options, 200, {"Content-Type": "application/json"}
 
 
 def init_app(app) -> None:
