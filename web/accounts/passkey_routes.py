@@ -24,6 +24,7 @@ from .webauthn_ceremony import (
 bp = Blueprint("passkeys", __name__)
 
 SIGN_IN_FORM = "accounts/passkey_sign_in.html"
+PASSKEYS_OFF = "Passkeys are off on this site."
 NEEDS_SCRIPT = "Adding a passkey needs JavaScript: turn it on for this site and try again."
 TOO_MANY = f"You have {passkeys.MOST_PER_ACCOUNT} passkeys, the most an account may have: remove one first."
 NOT_SIGNED_IN = "That passkey did not sign you in. Try again, or log in with your password."
@@ -56,7 +57,7 @@ def new_name(name: str, count: int) -> str:
 async def add_options():
     name = (await form_fields("name"))["name"]
     if relying_party() is None:
-        return json_error("Passkeys are off on this site.", 404)
+        return json_error(PASSKEYS_OFF, 404)
     async with current_app.db.write() as conn:
         count = await passkeys.count_for(conn, g.user.id)
         problem = passkeys.name_problem(new_name(name, count))
@@ -149,7 +150,7 @@ async def refused(status: int, message: str, page, wait: int = 0, **form):
 @public
 async def sign_in_options():
     if relying_party() is None:
-        return json_error("Passkeys are off on this site.", 404)
+        return json_error(PASSKEYS_OFF, 404)
     async with current_app.db.write() as conn:
         wait = await throttle.take(conn, f"passkey:{client_key()}", SIGN_IN_CHALLENGES_FREE, SIGN_IN_CHALLENGE_WINDOW)
         options = None if wait else await assertion_options(conn, SIGN_IN)
@@ -190,7 +191,8 @@ async def sign_in():
                 user = None
                 await audit.record(conn, "login_failed", "user", checked.user_id, ip=client_ip(),
                                    changes={"factor": [None, factors.PASSKEY],
-                                            **({"problem": [None, checked.problem]} if checked.problem else {})})
+                                            "problem": [None, checked.problem or "the account may not log in"]})
+
     def login_page(status, message):
         return auth.login_page(status, next=next_path, error=message)
     if wait:
