@@ -8,6 +8,7 @@ import pytest
 from playwright.async_api import expect
 from sqlalchemy import update
 
+from conftest import ROOT
 from helpers import focused_row, log_in
 from web.core import demo
 from web.core.tables import users
@@ -68,9 +69,19 @@ async def visit(page, url: str, state: str) -> None:
     await fits(page, state)
 
 
-@pytest.mark.parametrize("width", [390, 1024, 1280])
-async def test_every_page_and_state_fits_the_window(live_server, browser, db, admin, people, width):
-    context = await browser.new_context(viewport={"width": width, "height": 800})
+async def contrast_problems(page, selector: str) -> list:
+    """axe-core's colour contrast findings inside `selector` (the page's CSP bypassed)."""
+    await page.add_script_tag(path=str(next((ROOT / "tests" / "vendor").glob("axe-*.min.js"))))
+    result = await page.evaluate("(s) => axe.run(s, {runOnly: ['color-contrast']})", selector)
+    return [[n["target"], n["any"][0]["message"]] for v in result["violations"] for n in v["nodes"]]
+
+
+# Dark at one desktop width: the colours change, the layout does not.
+@pytest.mark.parametrize("width,scheme", [(390, "light"), (1024, "light"), (1280, "dark")])
+async def test_every_page_and_state_fits_the_window(live_server, browser, db, admin, people, width, scheme):
+    dark = scheme == "dark"
+    context = await browser.new_context(viewport={"width": width, "height": 800}, color_scheme=scheme,
+                                        bypass_csp=dark)
     page = await context.new_page()
     page.set_default_timeout(10_000)
     phone = width < 600
@@ -122,7 +133,10 @@ async def test_every_page_and_state_fits_the_window(live_server, browser, db, ad
 
         await page.keyboard.press("Delete")
         await expect(page.locator("#delete-dialog")).to_be_visible()
+        await expect(page.locator("#delete-dialog [data-dialog-cancel]")).to_be_focused()
         await fits(page, "delete dialog")
+        if dark:  # the danger button's white-on-light-red was 2.28:1
+            assert await contrast_problems(page, "#delete-dialog") == []
         await page.keyboard.press("Escape")
         await page.keyboard.press("?")
         await expect(page.locator("#help-dialog")).to_be_visible()
