@@ -69,12 +69,14 @@
   }
 
   // The header's box speaks for the page: ticked when every row that can be is, mixed when
-  // some are. "Select all N matching" stands for the whole filter, beyond this page.
+  // some are (it works only with JavaScript, so the page shows it hidden). "Select all N
+  // matching" stands for the whole filter, beyond this page.
   function countSelection() {
     var boxes = Array.prototype.slice.call(document.querySelectorAll("[data-grid] [data-select]:not(:disabled)"));
     var n = boxes.filter(function (b) { return b.checked; }).length;
     var all = document.querySelector("[data-select-all]");
     if (all) {
+      all.hidden = false;
       all.checked = boxes.length > 0 && n === boxes.length;
       all.indeterminate = n > 0 && n < boxes.length;
     }
@@ -276,5 +278,5 @@
     if (event.detail && event.detail.focus) pendingFocus = { id: event.detail.focus };
   });
 
-  document.addEventListener("DOMContentLoaded", ensureTabStop);
+  document.addEventListener("DOMContentLoaded", function () { ensureTabStop(); countSelection(); });
 })();
