@@ -30,7 +30,8 @@ from web.core.db import utcnow
 from web.core.tables import audit_events
 
 BASE = datetime(2024, 3, 1)  # the cast's events happen in the first days of March 2024
-CSV_HEADER = ["id", "occurred_at", "actor_id", "actor_name", "action", "target_type", "target_id", "changes", "ip"]
+CSV_HEADER = ["id", "occurred_at", "actor_id", "actor_name", "action", "target_type", "target_id", "target_name",
+              "changes", "ip"]
 
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -500,7 +501,7 @@ async def test_the_export_has_the_columns_utc_times_and_json_changes(app, db, ma
                "active": [True, False], "count": [1, 2.5]}
     rows = [
         event_row(datetime(2024, 3, 1, 9, 30, 15), actor=admin, action="update", target_id=person["id"],
-                  changes=changes, ip="192.0.2.44"),
+                  target_name="pat", changes=changes, ip="192.0.2.44"),
         event_row(datetime(2024, 3, 2, 23, 59, 59, 999_999), actor=person, action="login",
                   target_id=person["id"], ip="2001:db8::1"),
         event_row(datetime(2024, 3, 3, 0, 0, 1), action="login_failed", ip="203.0.113.1"),
@@ -522,10 +523,12 @@ async def test_the_export_has_the_columns_utc_times_and_json_changes(app, db, ma
         e = by_id[int(r[0])]
         assert datetime.fromisoformat(r[1].removesuffix("Z")) == e.occurred_at.replace(microsecond=0)
         assert r[2] == ("" if e.actor_id is None else str(e.actor_id))
-        assert r[3:7] == [e.actor_name, e.action, e.target_type, "" if e.target_id is None else str(e.target_id)]
-        assert r[8] == e.ip
-        assert (json.loads(r[7]) if r[7] else None) == e.changes
-    assert json.loads(next(r for r in body if r[4] == "update")[7]) == changes
+        assert r[3:8] == [e.actor_name, e.action, e.target_type, "" if e.target_id is None else str(e.target_id),
+                          e.target_name]
+        assert r[9] == e.ip
+        assert (json.loads(r[8]) if r[8] else None) == e.changes
+    assert json.loads(next(r for r in body if r[4] == "update")[8]) == changes
+    assert next(r for r in body if r[4] == "update")[7] == "pat"
 
 
 async def test_the_export_honours_the_filter_and_records_itself(app, db, make_user):
@@ -561,6 +564,7 @@ FORMULAS = {
                    "=HYPERLINK(\"http://x\")"],
     "ip": ["=1+1", "+1", "-1", "@A1"],
     "target_type": ["=user", "+user", "-user", "@user"],
+    "target_name": ["=cmd|' /C calc'!A0", "@SUM(1+1)"],
 }
 
 

@@ -19,7 +19,10 @@ ACTIONS = ("create", "update", "delete", "restore", "register", "login", "login_
            "mail_failed", "password_reset_requested", "password_reset",
            "invite_resent", "invite_revoked", "invite_accepted",
            "email_confirmed", "email_change_requested", "email_change_cancelled", "email_change_reported",
-           "preferences", "reauthenticate", "reauthenticate_failed")
+           "preferences", "reauthenticate", "reauthenticate_failed",
+           "passkey_add", "passkey_rename", "passkey_remove",
+           "second_factor_added", "second_factor_removed", "second_factor_failed", "recovery_codes_replaced",
+           "second_factors_reset")
 CHANGES = ("create", "update", "delete", "restore")
 TARGET_TYPES = ("user", "audit", "mail", "import")
 
