@@ -210,6 +210,20 @@ async def test_making_new_recovery_codes_invalidates_the_old_set(app, db, make_u
         assert (await second_step(client, code)).status_code == status
 
 
+async def test_removing_the_app_in_the_profile_removes_its_codes_audited_and_mailed(app, db, make_user, mailed):
+    alice = await make_user(username="alice")
+    await enrolled(db, app.config["GATEHOUSE"], alice["id"])
+    owner = app.test_client()
+    await open_session(app, owner, alice["id"])
+    response = await post(owner, "/profile/factors/remove", {}, headers={"HX-Request": "true", "HX-Target": "profile-factors"})
+    assert response.status_code == 200 and "Not set up." in await text(response)
+    assert await rows(db, select(totp_factors.c.user_id)) == [] and await rows(db, select(recovery_codes.c.id)) == []
+    [event] = await audit_rows(db, "second_factor_removed")
+    assert event.changes == {"factor": ["totp", None]}
+    [notice] = [m for m in mailed if m.kind == "factors_changed"]
+    assert "was removed on its profile page" in notice.text
+
+
 # ---- the password step -----------------------------------------------------------------
 
 async def test_the_second_step_comes_only_after_the_right_password(app, db, make_user):

@@ -15,7 +15,7 @@ from .second_step import NO_CODE, WRONG_CODE, clock, record_enrolment, setup_for
 
 bp = Blueprint("factor_settings", __name__)
 
-REQUIRED = "Your role requires a second factor: it cannot be turned off."
+REQUIRED = "Your role requires a second factor: add a passkey before removing the app."
 
 
 @bp.post("/profile/factors/totp")
@@ -76,18 +76,28 @@ async def new_recovery_codes():
     return await profile_page(new_codes=codes)
 
 
+class StillRequired(Exception):
+    """Removing the app would leave an account whose role requires a second factor without one."""
+
+
 @bp.post("/profile/factors/remove")
 @signed_in
 @reauthenticated
 async def remove():
-    if g.user.role in settings().require_2fa_roles:
+    """The authenticator app and its recovery codes go (passkeys stay: they have their own
+    list). An account whose role requires a second factor keeps the app unless it has a passkey."""
+    try:
+        async with current_app.db.write() as conn:
+            if removed := await factors.remove_app(conn, g.user.id):
+                if g.user.role in settings().require_2fa_roles and not await factors.has_factor(conn, g.user.id):
+                    raise StillRequired()
+                await audit.record(conn, "second_factor_removed", "user", g.user.id, actor=g.user, ip=client_ip(),
+                                   changes={"factor": [factors.TOTP, None]})
+                await mailing.notice(conn, g.user, "factors_changed", "The authenticator app of your account was removed",
+                                     change="removed")
+    except StillRequired:
         await toast(REQUIRED, "error")
         return await profile_page(403)
-    async with current_app.db.write() as conn:
-        if removed := await factors.remove_all(conn, g.user.id):
-            await audit.record(conn, "second_factor_removed", "user", g.user.id, actor=g.user, ip=client_ip())
-            await mailing.notice(conn, g.user, "factors_changed", "The second factor of your account was turned off",
-                                 change="removed")
-    await toast("Second factor turned off." if removed else "No second factor was set up.",
+    await toast("Authenticator app removed, and its recovery codes." if removed else "No authenticator app was set up.",
                 "success" if removed else "warning")
     return await profile_page()

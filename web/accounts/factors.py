@@ -126,6 +126,15 @@ async def replace_recovery_codes(conn, user_id: int, ring: Keyring) -> list[str]
     return new
 
 
+async def remove_app(conn, user_id: int) -> bool:
+    """The authenticator app and its recovery codes gone (its owner's wish); whether it was set up."""
+    removed = await conn.execute(delete(totp_factors).where(totp_factors.c.user_id == user_id,
+                                                            totp_factors.c.confirmed_at.is_not(None)))
+    if removed.rowcount:
+        await conn.execute(delete(recovery_codes).where(recovery_codes.c.user_id == user_id))
+    return bool(removed.rowcount)
+
+
 async def remove_all(conn, user_id: int) -> bool:
     """Every second factor of the account gone (its owner's wish, an Admin's reset, the CLI);
     whether there was one."""
