@@ -303,8 +303,10 @@ async def test_after_the_password_a_passkey_of_the_account_and_no_other_complete
     offered = await options(client, "/login/second-step/passkey/options")
     assert allowed_ids(offered) == [key.id]
     response = await client.post("/login/second-step/passkey", form={
-        "csrf_token": await token(client), "credential": bobs_key.get(offered)})
-    assert response.status_code == 401 and "That passkey did not work." in await text(response)
+        "csrf_token": await token(client), "credential": bobs_key.get(offered)}, headers=htmx("passkey-sign-in"))
+    body = await text(response)
+    assert response.status_code == 401 and "That passkey did not work." in body
+    assert 'action="/login/second-step/passkey"' in body and "Use a passkey" in body
 
     response = await client.post("/login/second-step/passkey", form={
         "csrf_token": await token(client), "credential": key.get(await options(client, "/login/second-step/passkey/options"))})
