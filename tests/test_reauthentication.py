@@ -16,9 +16,11 @@ from helpers import (
     toasts, user_named, user_row,
 )
 from soft_authenticator import SoftAuthenticator
+from test_imports import job_of, uploaded_job
 from test_passkeys import add_passkey, options
 from test_second_factors import NOW, at_time, code_at, enrolled
 from web.accounts import reauthentication
+from web.imports import jobs
 from web.core.db import utcnow
 from web.core.tables import login_throttle, sessions
 
@@ -193,6 +195,19 @@ async def test_reverting_a_role_change_from_the_audit_log_waits_for_the_password
     reverted = await confirm(client, asked, target=f"event-{promotion.id}")
     assert reverted.status_code == 200 and reverted.headers["HX-Retarget"] == "#audit-table"
     assert (await user_row(db, them["id"])).role == "Customer"
+
+
+async def test_starting_an_import_waits_for_the_password(app, db, make_user, monkeypatch):
+    _, client = await stale(app, make_user, monkeypatch)
+    job_id = await uploaded_job(client, "username,email\nimported.one,imported.one@example.com\n")
+
+    asked = await send(client, f"/users/import/{job_id}/start", {}, hx=False)
+
+    await assert_asked(asked, dialog=False)
+    assert (await job_of(db, job_id)).state == jobs.PREVIEW
+    started = await confirm(client, asked, hx=False)
+    assert started.status_code == 303 and location(started) == f"/users/import/{job_id}"
+    assert (await job_of(db, job_id)).state != jobs.PREVIEW
 
 
 # ---- without JavaScript ------------------------------------------------------------------

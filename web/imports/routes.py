@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from quart import Blueprint, Response, abort, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ..accounts.reauthentication import reauthenticated
 from ..core import audit_trail as audit
 from ..core.access import staff
 from ..core.context import client_ip
@@ -176,6 +177,7 @@ async def fix_row(job_id: int, line: int):
 
 @bp.post("/users/import/<int:job_id>/start")
 @staff
+@reauthenticated
 async def start(job_id: int):
     form = await request.form
     async with current_app.db.write() as conn:
