@@ -335,6 +335,28 @@ async def test_a_signature_for_another_action_or_session_is_refused(app, db, mak
     assert [(await user_row(db, u["id"])).deleted_at for u in (first, second)] == [None, None]
 
 
+async def test_a_signature_older_than_ten_minutes_is_refused(app, db, make_user, monkeypatch):
+    _, client = await stale(app, make_user, monkeypatch)
+    them = await make_user("Customer")
+    asked = await send(client, f"/users/{them['id']}/delete", {"back": "/users"}, target=f"user-{them['id']}")
+    later(monkeypatch, 11 + 10.1)
+
+    await assert_refused(await confirm(client, asked, target=f"user-{them['id']}"), 400, "expired")
+    assert (await user_row(db, them["id"])).deleted_at is None
+
+
+async def test_the_profiles_current_password_is_a_proof_too(app, db, make_user, monkeypatch):
+    me, client = await stale(app, make_user, monkeypatch, role="Customer")
+    await open_session(app, app.test_client(), me["id"], user_agent="Phone")
+
+    changed = await send(client, "/profile/email", {"email": "new.address@example.com", "current_password": PASSWORD},
+                         target="profile-email-form")
+    ended = await send(client, "/profile/sessions/end-others", target="profile-sessions")
+
+    assert changed.status_code == 200 and ended.status_code == 200
+    assert [s.user_agent for s in await session_rows(db, me["id"])] == ["pytest"]
+
+
 async def test_the_resumed_action_still_needs_its_csrf_token(app, db, make_user, monkeypatch):
     _, client = await stale(app, make_user, monkeypatch)
     them = await make_user("Customer")

@@ -21,11 +21,11 @@ A form that carries a password proves itself with its "current password" (the pr
 changes): a password never travels in the hidden fields.
 """
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from functools import wraps
 from urllib.parse import urlsplit
 
-from itsdangerous import BadData, URLSafeTimedSerializer
+from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 from quart import Blueprint, abort, current_app, g, request
 
 from ..core import audit_trail as audit
@@ -75,8 +75,16 @@ class Reauthenticate(Exception):
         self.pending, self.error, self.status, self.wait = pending, error, status, wait
 
 
+class ClockedSigner(TimestampSigner):
+    """Signatures dated by `clock`, so that they age with the proofs they wait for."""
+
+    def get_timestamp(self) -> int:
+        return int(clock().replace(tzinfo=UTC).timestamp())
+
+
 def signer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.secret_key, salt=f"gatehouse reauthentication {g.user.session_id}")
+    return URLSafeTimedSerializer(current_app.secret_key, salt=f"gatehouse reauthentication {g.user.session_id}",
+                                  signer=ClockedSigner)
 
 
 def this_url() -> str:
@@ -248,7 +256,9 @@ async def ask(asked: Reauthenticate):
     in_dialog = is_htmx() and not request.headers.get("HX-Boosted") and pending.method != "GET"
     async with current_app.db.read() as conn:
         kinds = await factors.kinds(conn, g.user.id)
-    context = {"pending": pending, "signed": signed(pending), "error": asked.error, "in_dialog": in_dialog,
+    # Asked again (a wrong proof): the signature the request came with, ageing from the first ask.
+    token = (await request.form).get(SIGNED) or signed(pending)
+    context = {"pending": pending, "signed": token, "error": asked.error, "in_dialog": in_dialog,
                "action": pending.url if pending.method != "GET" else "/reauthenticate",
                "minutes": int(WINDOW.total_seconds() // 60), "with_code": bool(kinds & CODES),
                # A guarded form of its own passkey (adding one) keeps its field: no passkey proof then.
