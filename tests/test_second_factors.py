@@ -20,7 +20,7 @@ from helpers import (
     session_rows, signed_in, text, unlock_throttle,
 )
 from web import create_app
-from web.accounts import challenges, factors, recovery_codes as codes, totp
+from web.accounts import challenges, factors, maintenance, recovery_codes as codes, totp
 from web.accounts.factor_crypto import keyring
 from web.accounts.sessions import session_id
 from web.core.db import utcnow
@@ -48,15 +48,22 @@ async def enrolled(db, config, user_id: int, at: float = NOW) -> tuple[str, list
     return secret, recovery
 
 
-async def half_logged_in(db, client, user_id: int, stage: str = challenges.VERIFY, next_path: str = "") -> None:
-    """`client` as the right password leaves it: a challenge and its cookie, no session."""
+async def new_challenge(db, user_id: int, next_path: str = "") -> str:
+    """A half-done login as the right password leaves it; the token its cookie carries."""
     token = f"challenge-{user_id}-{time.monotonic_ns()}"
     now = utcnow()
     async with db.write() as conn:
         await conn.execute(login_challenges.insert().values(
-            id=session_id(token), user_id=user_id, remember=False, next_path=next_path, stage=stage,
+            id=session_id(token), user_id=user_id, remember=False, next_path=next_path, stage=challenges.VERIFY,
             created_at=now, expires_at=now + challenges.LIFETIME))
+    return token
+
+
+async def half_logged_in(db, client, user_id: int, next_path: str = "") -> str:
+    """`client` as the right password leaves it: a challenge and its cookie, no session."""
+    token = await new_challenge(db, user_id, next_path)
     client.set_cookie("localhost", LOGIN_COOKIE, token)
+    return token
 
 
 def at_time(app, moment: float) -> None:
@@ -125,14 +132,8 @@ async def test_parallel_submissions_of_one_code_exactly_one_succeeds(workers_ser
     browsers = [httpx.AsyncClient(base_url=workers_server, timeout=60) for _ in range(4)]
     try:
         forms = []
-        for n, browser in enumerate(browsers):
-            token = f"parallel-{n}-{time.monotonic_ns()}"
-            now = utcnow()
-            async with db.write() as conn:
-                await conn.execute(login_challenges.insert().values(
-                    id=session_id(token), user_id=alice["id"], remember=False, next_path="", stage="verify",
-                    created_at=now, expires_at=now + challenges.LIFETIME))
-            browser.cookies.set(LOGIN_COOKIE, token)
+        for browser in browsers:
+            browser.cookies.set(LOGIN_COOKIE, await new_challenge(db, alice["id"]))
             forms.append({"csrf_token": await form_token(browser, SECOND_STEP)})
         code = pyotp.TOTP(secret).now()
         answers = await asyncio.gather(*(b.post(SECOND_STEP, data={**f, "code": code}) for b, f in zip(browsers, forms)))
@@ -250,6 +251,18 @@ async def test_the_second_step_comes_only_after_the_right_password(app, db, make
 async def db_expire_challenges(db) -> None:
     async with db.write() as conn:
         await conn.execute(update(login_challenges).values(expires_at=utcnow()))
+
+
+async def test_half_done_logins_past_their_five_minutes_are_purged(app, db, make_user):
+    alice = await make_user(username="alice")
+    await new_challenge(db, alice["id"])
+    expired = await new_challenge(db, alice["id"])
+    async with db.write() as conn:
+        await conn.execute(update(login_challenges).where(login_challenges.c.id == session_id(expired))
+                           .values(expires_at=utcnow()))
+    removed = await maintenance.purge(db, app.config["GATEHOUSE"])
+    assert removed["login_challenges"] == 1
+    assert len(await rows(db, select(login_challenges.c.id))) == 1
 
 
 async def test_a_password_reset_does_not_bypass_the_second_factor(app, db, make_user, mailed):
