@@ -17,7 +17,7 @@ from .challenges import ChallengeGone
 from .profile import profile_page
 from .reauthentication import reauthenticated
 from .webauthn_ceremony import (
-    REGISTER, SECOND_STEP, SIGN_IN, assertion_options, credential_id_of, register, registration_options,
+    SECOND_STEP, SIGN_IN, assertion_options, credential_id_of, register, registration_options,
     relying_party, verify_assertion,
 )
 

@@ -53,7 +53,7 @@ def _relying_party(base_url: str) -> RelyingParty | None:
         ipaddress.ip_address(url.hostname)
         return None  # an IP address cannot be a relying party id: no passkeys
     except ValueError:
-        return RelyingParty(url.hostname, f"{url.scheme}://{url.netloc}")
+        return RelyingParty(url.hostname, f"{url.scheme}://{url.netloc.lower()}")
 
 
 def relying_party() -> RelyingParty | None:
