@@ -99,3 +99,13 @@ async def test_a_write_from_elsewhere_than_the_table_carries_no_count(app, db, m
     response = await send(client, f"/users/{them['id']}/restore", {"back": f"/users/{them['id']}"}, target="x")
     assert response.status_code == 204 and "users-changed" in triggers(response)
     assert (await user_row(db, them["id"])).deleted_at is None
+
+
+async def test_the_new_row_keeps_the_view_of_the_page_it_opens_on(app, make_user):
+    # "New user" sits in the page's head, which the filters do not redraw: the address says the view.
+    _, client = await signed_in(app, make_user, "Admin")
+    response = await client.get("/users/new", headers=htmx("users-rows", **{
+        "HX-Current-URL": "http://localhost/users?q=zzz&role=Customer"}))
+    body = await text(response)
+    assert response.status_code == 200, body
+    assert re.search(r'name="back" value="/users\?q=zzz&amp;role=Customer"', body)

@@ -206,7 +206,10 @@ async def conflict(user_id: int, mine: dict, view: TableState):
 @bp.get("/users/new")
 @staff
 async def new():
-    state = {"values": {"role": "Customer"}, "errors": {}, "view": TableState.from_args(request.args)}
+    # htmx asks from the page's head, which stays as it is while the filters change the view:
+    # the view is the page's address (the new row's count after saving is that view's).
+    view = view_from_back(request.headers.get("HX-Current-URL", "")) if is_htmx() else TableState.from_args(request.args)
+    state = {"values": {"role": "Customer"}, "errors": {}, "view": view}
     if is_htmx():
         return await row_fragment("user_new", **state)
     return await table_page(creating=state)
