@@ -302,6 +302,7 @@ async def test_proofs_count_toward_the_login_throttle(app, db, make_user, monkey
 
 # ---- what the signed form refuses --------------------------------------------------------
 
+@pytest.mark.sqlite_only  # the signature's checks: no database part
 async def test_changed_fields_are_refused(app, db, make_user, monkeypatch):
     _, client = await stale(app, make_user, monkeypatch)
     them = await make_user("Customer")
@@ -315,6 +316,7 @@ async def test_changed_fields_are_refused(app, db, make_user, monkeypatch):
     assert await audit_rows(db, "reauthenticate") == []
 
 
+@pytest.mark.sqlite_only  # the signature's checks: no database part
 async def test_a_signature_for_another_action_or_session_is_refused(app, db, make_user, monkeypatch):
     me, client = await stale(app, make_user, monkeypatch)
     first, second = await make_user("Customer"), await make_user("Customer")
@@ -335,6 +337,7 @@ async def test_a_signature_for_another_action_or_session_is_refused(app, db, mak
     assert [(await user_row(db, u["id"])).deleted_at for u in (first, second)] == [None, None]
 
 
+@pytest.mark.sqlite_only  # the signature's checks: no database part
 async def test_a_signature_older_than_ten_minutes_is_refused(app, db, make_user, monkeypatch):
     _, client = await stale(app, make_user, monkeypatch)
     them = await make_user("Customer")
@@ -357,6 +360,7 @@ async def test_the_profiles_current_password_is_a_proof_too(app, db, make_user, 
     assert [s.user_agent for s in await session_rows(db, me["id"])] == ["pytest"]
 
 
+@pytest.mark.sqlite_only  # the signature's checks: no database part
 async def test_the_resumed_action_still_needs_its_csrf_token(app, db, make_user, monkeypatch):
     _, client = await stale(app, make_user, monkeypatch)
     them = await make_user("Customer")
@@ -372,6 +376,7 @@ async def test_the_resumed_action_still_needs_its_csrf_token(app, db, make_user,
     assert await audit_rows(db, "reauthenticate") == []
 
 
+@pytest.mark.sqlite_only  # the signature's checks: no database part
 async def test_a_link_confirmation_needs_a_signed_get(app, db, make_user, monkeypatch):
     _, client = await stale(app, make_user, monkeypatch)
     them = await make_user("Customer")
