@@ -38,13 +38,17 @@ class SoftAuthenticator:
         """The JSON a browser posts after navigator.credentials.create(options)."""
         self.user_handle = options["user"]["id"]
         numbers = self.key.public_key().public_numbers()
-        cose_key = cbor2.dumps({1: 2, 3: -7, -1: 1, -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big")})
-        auth_data = (hashlib.sha256(rp_id.encode()).digest() + self._flags(verified, AT) + self.sign_count.to_bytes(4, "big")
-                     + bytes(16) + len(self.credential_id).to_bytes(2, "big") + self.credential_id + cose_key)
+        cose_key = cbor2.dumps({1: 2, 3: -7, -1: 1,  # EC2, ES256, P-256
+                                -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big")})
+        auth_data = (hashlib.sha256(rp_id.encode()).digest() + self._flags(verified, AT)
+                     + self.sign_count.to_bytes(4, "big") + bytes(16)  # the AAGUID: none
+                     + len(self.credential_id).to_bytes(2, "big") + self.credential_id + cose_key)
         attestation = cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": auth_data})
+        client_data = self._client_data("webauthn.create", options, origin)
         return json.dumps({"id": self.id, "rawId": self.id, "type": "public-key", "clientExtensionResults": {},
-                           "response": {"clientDataJSON": bytes_to_base64url(self._client_data("webauthn.create", options, origin)),
-                                        "attestationObject": bytes_to_base64url(attestation), "transports": ["internal"]}})
+                           "response": {"clientDataJSON": bytes_to_base64url(client_data),
+                                        "attestationObject": bytes_to_base64url(attestation),
+                                        "transports": ["internal"]}})
 
     def get(self, options: dict, *, origin: str = ORIGIN, rp_id: str = RP_ID, verified: bool = True,
             sign_count: int | None = None) -> str:
@@ -55,8 +59,8 @@ class SoftAuthenticator:
         auth_data = hashlib.sha256(rp_id.encode()).digest() + self._flags(verified) + sign_count.to_bytes(4, "big")
         client_data = self._client_data("webauthn.get", options, origin)
         signature = self.key.sign(auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256()))
-        response = {"clientDataJSON": bytes_to_base64url(client_data), "authenticatorData": bytes_to_base64url(auth_data),
-                    "signature": bytes_to_base64url(signature)}
+        response = {"clientDataJSON": bytes_to_base64url(client_data),
+                    "authenticatorData": bytes_to_base64url(auth_data), "signature": bytes_to_base64url(signature)}
         if self.user_handle:
             response["userHandle"] = self.user_handle
         return json.dumps({"id": self.id, "rawId": self.id, "type": "public-key", "clientExtensionResults": {},

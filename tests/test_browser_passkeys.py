@@ -10,7 +10,8 @@ AUTHENTICATOR = {"protocol": "ctap2", "transport": "internal", "hasResidentKey":
                  "hasUserVerification": True, "isUserVerified": True}
 
 
-async def test_a_passkey_added_in_the_profile_signs_in_alone_and_as_the_second_step(live_server, browser, page, make_user):
+async def test_a_passkey_added_in_the_profile_signs_in_alone_and_as_the_second_step(live_server, browser, page,
+                                                                                     make_user):
     base = live_server
     await make_user(username="alice")
     cdp = await page.context.new_cdp_session(page)
