@@ -3,7 +3,7 @@ band (#users-summary), for the view the write came from, so the count never cont
 rows (issue 17, point 4)."""
 import re
 
-from helpers import element_html, htmx, page, send, signed_in, text, total_shown, triggers, user_named, user_row
+from helpers import csrf, element_html, htmx, page, send, signed_in, text, total_shown, triggers, user_named, user_row
 
 EMPTY = "No users match"
 NEW = {"username": "newbie", "email": "newbie@example.com", "role": "Customer"}
@@ -101,11 +101,23 @@ async def test_a_write_from_elsewhere_than_the_table_carries_no_count(app, db, m
     assert (await user_row(db, them["id"])).deleted_at is None
 
 
-async def test_the_new_row_keeps_the_view_of_the_page_it_opens_on(app, make_user):
-    # "New user" sits in the page's head, which the filters do not redraw: the address says the view.
+
+async def test_the_count_is_of_the_view_the_page_shows_now(app, db, make_user):
+    # Forms drawn outside the table (New user, bulk) keep the `back` of the view they were drawn
+    # with; htmx's HX-Current-URL is the page's address, which the filters keep current.
     _, client = await signed_in(app, make_user, "Admin")
-    response = await client.get("/users/new", headers=htmx("users-rows", **{
-        "HX-Current-URL": "http://localhost/users?q=zzz&role=Customer"}))
-    body = await text(response)
-    assert response.status_code == 200, body
-    assert re.search(r'name="back" value="/users\?q=zzz&amp;role=Customer"', body)
+    them = await make_user("Customer", username="shown.one")
+    now = {"HX-Current-URL": "http://localhost/users?q=zzz"}
+    response = await client.post("/users", form={**NEW, "back": "/users", "csrf_token": await csrf(client)},
+                                 headers=htmx("user-new", **now))
+    assert response.status_code == 200 and total_shown(summary(await text(response))) == 0
+    form = {"action": "deactivate", "back": "/users", "ids": str(them["id"]), "csrf_token": await csrf(client)}
+    response = await client.post("/users/bulk", form=form, headers=htmx("bulk-form", **now))
+    assert response.status_code == 200 and EMPTY in summary(await text(response))
+    # From the user's own page there is no table: the row or nothing, and no count.
+    row = await user_row(db, them["id"])
+    form = {"version": str(row.version), "username": row.username, "email": row.email, "role": row.role,
+            "back": "/users", "csrf_token": await csrf(client)}
+    response = await client.post(f"/users/{them['id']}", form=form, headers=htmx(
+        f"user-{them['id']}", **{"HX-Current-URL": f"http://localhost/users/{them['id']}"}))
+    assert response.status_code == 200 and "users-summary" not in await text(response)

@@ -66,10 +66,21 @@ async def row_fragment(block: str, status=200, **context):
     return await render(ROWS, status, block=block, roles=ROLES, editable=EDITABLE[g.user.role], **context)
 
 
-async def with_summary(view: TableState, block: str | None = None, **context):
+def table_on_page(back: str) -> TableState | None:
+    """The view of the users table on the page a write came from: under htmx the page's address
+    (hx-replace-url keeps it current, where a form drawn outside the table keeps the `back` it
+    was drawn with), else `back`; None when that page is not the table."""
+    url = (request.headers.get("HX-Current-URL") if is_htmx() else None) or back
+    return view_from_back(url) if urlsplit(url).path == "/users" else None
+
+
+async def with_summary(back: str, block: str | None = None, **context):
     """The htmx answer to a write of the table: the fragment `block` (none after a write that
-    reloads the table) and, out of band, the view's count and empty state as they are now.
-    A row the answer brings is shown whether or not it matches the view."""
+    reloads the table) and, out of band, the count and empty state of the view on the page as
+    they are now. A row the answer brings is shown whether or not it matches the view."""
+    view = table_on_page(back)
+    if view is None:
+        return await row_fragment(block, view=view_from_back(back), **context) if block else ("", 204)
     async with current_app.db.read() as conn:
         page = await load_page(conn, view)
     if block is None:
@@ -79,12 +90,9 @@ async def with_summary(view: TableState, block: str | None = None, **context):
 
 async def table_changed(back: str, focus: int | None = None):
     """The htmx answer to a write after which the table reloads itself (users-changed, landing
-    on the row `focus`); sent from the table, it also brings the count of the view `back` names."""
-    trigger = {"HX-Trigger": json.dumps({"users-changed": {"focus": focus} if focus else {}})}
-    if urlsplit(back).path != "/users":
-        return "", 204, trigger
-    body, status = await with_summary(view_from_back(back))
-    return body, status, trigger
+    on the row `focus`), with the count out of band when it came from the table."""
+    body, status = await with_summary(back)
+    return body, status, {"HX-Trigger": json.dumps({"users-changed": {"focus": focus} if focus else {}})}
 
 
 async def table_row_or_404(user_id: int):
@@ -188,7 +196,7 @@ async def save(user_id: int):
     await toast(describe_change(edit.values["username"], edit.changes))
     if not is_htmx():
         return go(view.url())
-    return await with_summary(view, "user", u=await table_row_or_404(user_id))
+    return await with_summary(form.get("back", ""), "user", u=await table_row_or_404(user_id))
 
 
 async def conflict(user_id: int, mine: dict, view: TableState):
@@ -206,10 +214,7 @@ async def conflict(user_id: int, mine: dict, view: TableState):
 @bp.get("/users/new")
 @staff
 async def new():
-    # htmx asks from the page's head, which stays as it is while the filters change the view:
-    # the view is the page's address (the new row's count after saving is that view's).
-    view = view_from_back(request.headers.get("HX-Current-URL", "")) if is_htmx() else TableState.from_args(request.args)
-    state = {"values": {"role": "Customer"}, "errors": {}, "view": view}
+    state = {"values": {"role": "Customer"}, "errors": {}, "view": TableState.from_args(request.args)}
     if is_htmx():
         return await row_fragment("user_new", **state)
     return await table_page(creating=state)
@@ -249,7 +254,7 @@ async def create():
     await toast(f"Invited {values['username']}: we sent a link to {email}.")
     if not is_htmx():
         return go(view.url())
-    return await with_summary(view, "user", u=await table_row_or_404(user_id))
+    return await with_summary(form.get("back", ""), "user", u=await table_row_or_404(user_id))
 
 
 # ---- delete and undo -------------------------------------------------------------------
@@ -286,7 +291,7 @@ async def delete(user_id: int):
     await toast(f"Deleted {user.username}.", undo=undo_url(user_id, view.url()))
     if not is_htmx():
         return go(view.url())
-    return await table_changed(view.url())
+    return await table_changed((await request.form).get("back", ""))
 
 
 @bp.post("/users/<int:user_id>/restore")
