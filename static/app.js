@@ -125,12 +125,15 @@
   // Busy: while a request is out, the element it will replace says so (aria-busy; htmx marks
   // the asker itself with htmx-request), and the form it came from takes no second submit: its
   // buttons are aria-disabled rather than disabled, so a focused button keeps the focus.
+  // (data-sent, set above while the form is out, is what refuses the second submit.)
   function submitButtons(form) {
     var own = Array.prototype.slice.call(form.querySelectorAll("button:not([type]), [type=submit]"));
     return form.id ? own.concat(Array.prototype.slice.call(document.querySelectorAll('[type=submit][form="' + form.id + '"]'))) : own;
   }
   function setBusy(detail, on) {
-    var form = detail.elt.closest("form");
+    // Only a form's own submission: a field checking itself (hx-post on an input) leaves the
+    // form free to be sent.
+    var form = detail.elt.matches("form") ? detail.elt : null;
     [detail.target, form].forEach(function (el) {
       if (el && on) el.setAttribute("aria-busy", "true");
       else if (el) el.removeAttribute("aria-busy");
@@ -144,7 +147,7 @@
   document.addEventListener("htmx:beforeSend", function (event) { setBusy(event.detail, true); });
   document.addEventListener("htmx:afterRequest", function (event) { setBusy(event.detail, false); });
   document.addEventListener("submit", function (event) {
-    if (event.target.getAttribute("aria-busy") === "true") {
+    if (event.target.hasAttribute("data-sent")) {
       event.preventDefault();
       event.stopImmediatePropagation();
     }
