@@ -54,8 +54,12 @@ class Keyring:
         """A recovery code's HMAC-SHA-256 under every key, by key id (a code is stored under
         the newest; one stored under an older key still matches while that key is listed)."""
         message = f"{user_id}:{code}".encode()
-        return {key_id(key): hmac.new(base64.urlsafe_b64decode(key), message, hashlib.sha256).hexdigest()
-                for key in self.keys}
+        return {key_id(key): hmac.new(_hashing_key(key), message, hashlib.sha256).hexdigest() for key in self.keys}
+
+
+def _hashing_key(key: str) -> bytes:
+    """A key for the codes' HMAC derived from a Fernet key: never the same bytes for two uses."""
+    return hmac.new(base64.urlsafe_b64decode(key), b"gatehouse recovery codes", hashlib.sha256).digest()
 
 
 def keyring(config) -> Keyring:
