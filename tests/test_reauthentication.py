@@ -285,6 +285,18 @@ async def test_a_wrong_password_is_said_beside_the_field_and_the_dialog_stays(ap
     assert (await user_row(db, them["id"])).deleted_at is not None
 
 
+async def test_an_empty_proof_is_asked_for_again_without_counting(app, db, make_user, monkeypatch):
+    _, client = await stale(app, make_user, monkeypatch)
+    them = await make_user("Customer")
+
+    asked = await send(client, f"/users/{them['id']}/delete", {"back": "/users"}, target=f"user-{them['id']}")
+    empty = await confirm(client, asked, "  ", target=f"user-{them['id']}")
+
+    assert empty.status_code == 422
+    assert reauthentication.EMPTY in element_html(await text(empty), "reauth-proof-error")
+    assert await audit_rows(db, "reauthenticate_failed") == []
+
+
 async def test_proofs_count_toward_the_login_throttle(app, db, make_user, monkeypatch):
     me, client = await stale(app, make_user, monkeypatch)
     them = await make_user("Customer")

@@ -49,6 +49,7 @@ NOT_RESENT = {CSRF_FIELD, PROOF, SIGNED}
 CODES = {factors.TOTP, factors.RECOVERY}
 TEMPLATE = "accounts/reauthenticate.html"
 WRONG = "That is not your password."
+EMPTY = "Type your password to go on."
 WRONG_CODE = "That code did not work. Type a current code from your app, or an unused recovery code."
 PASSKEY_FAILED = "That passkey did not work. Try again, or type your password."
 EXPIRED = "This confirmation has expired or does not belong to this request. Start the action again."
@@ -158,6 +159,8 @@ async def prove(pending: Pending, form) -> None:
     if PASSKEY in form:
         return await prove_passkey(pending, form.get(CREDENTIAL, ""))
     proof = form.get(PROOF, "")
+    if not proof.strip():
+        raise Reauthenticate(pending, EMPTY, 422)
     db = current_app.db
     async with db.read() as conn:
         account = await queries.get_user(conn, g.user.id)
