@@ -19,6 +19,9 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+from pwdlib.hashers.bcrypt import BcryptHasher
 from sqlalchemy import delete
 
 import loopback_smtp
@@ -33,6 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "mosaic turnip harbor glide"
+# In this process, passwords hash with argon2 at its cheapest (Django's advice to its tests,
+# for the same reason): the production parameters spend about 180 ms of CPU per hash or
+# check, and the suite logs in, registers and changes passwords over a thousand times.
+# The tests of the parameters themselves ask for them (production_hashing); servers the
+# tests start run with them.
+PRODUCTION_HASHER = passwords.hasher
+passwords.hasher = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1), BcryptHasher()))
 SECRET = "test-secret-key-" + "x" * 32
 
 
@@ -198,6 +208,15 @@ async def app(db, config):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def production_hashing(monkeypatch):
+    """Passwords hash with the app's own argon2 parameters (see PRODUCTION_HASHER)."""
+    monkeypatch.setattr(passwords, "hasher", PRODUCTION_HASHER)
+    passwords.dummy_hash.cache_clear()
+    yield
+    passwords.dummy_hash.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,6 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
 
 from conftest import PASSWORD
 from helpers import open_session, token
@@ -92,18 +90,6 @@ path_ids = st.one_of(st.sampled_from(["self", "other", "deleted", "admin"]),
 
 # ---- the world the requests land in ----------------------------------------------------------
 
-CHEAP = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
-
-
-@pytest.fixture
-def cheap_hashing(monkeypatch):
-    """Input handling is under test, not argon2's cost: a cheap argon2 for these tests."""
-    monkeypatch.setattr(passwords, "hasher", CHEAP)
-    passwords.dummy_hash.cache_clear()
-    yield
-    passwords.dummy_hash.cache_clear()
-
-
 class World:
     """A user of each role with a signed-in client, plus another Customer and a deleted one."""
 
@@ -112,7 +98,7 @@ class World:
         self.clients, self.ids, self.tokens = {}, {}, {}
 
     async def build(self):
-        password_hash = CHEAP.hash(PASSWORD)
+        password_hash = passwords.hasher.hash(PASSWORD)
         async with self.db.write() as conn:
             for role in ("Customer", "Manager", "Admin", "other", "deleted"):
                 name = {"other": "customer2", "deleted": "customer3"}.get(role, f"{role.lower()}1")
@@ -162,7 +148,7 @@ class World:
 
 
 @pytest.fixture
-async def world(app, cheap_hashing):
+async def world(app):
     w = World(app)
     await w.build()
     return w

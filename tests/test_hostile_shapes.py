@@ -30,7 +30,7 @@ from werkzeug.datastructures import MultiDict
 from conftest import PASSWORD
 from helpers import AUTH_COOKIE, cookie_value, open_session, token
 from test_audit_log import generate_events
-from test_hostile_input import World, cheap_hashing, readable, world  # noqa: F401 (fixtures)
+from test_hostile_input import World, readable, world  # noqa: F401 (a fixture)
 from web.accounts import throttle
 from web.audit import routes as audit_routes
 from web.audit.queries import ACTIONS, AuditFilter

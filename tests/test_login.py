@@ -180,7 +180,7 @@ async def test_login_gives_a_new_csrf_token(client, make_user):
     assert before != after
 
 
-async def test_outdated_hash_is_upgraded_at_login(client, db, make_user):
+async def test_outdated_hash_is_upgraded_at_login(client, db, make_user, production_hashing):
     alice = await make_user(username="alice")
     weak = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=8192),)).hash(PASSWORD)
     async with db.write() as conn:

@@ -5,8 +5,6 @@ import string
 import unicodedata
 
 import pytest
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from web.accounts import passwords
@@ -103,15 +101,6 @@ def test_plain_text_is_estimated_in_one_piece():
 
 
 # ---- NFKC ------------------------------------------------------------------------------
-
-@pytest.fixture(autouse=True)
-def cheap_hashing(monkeypatch):
-    """Normalisation is under test, not argon2's cost."""
-    monkeypatch.setattr(passwords, "hasher", PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),)))
-    passwords.dummy_hash.cache_clear()
-    yield
-    passwords.dummy_hash.cache_clear()
-
 
 COMPOSED = "crème brûlée au café noir"
 DECOMPOSED = unicodedata.normalize("NFD", COMPOSED)

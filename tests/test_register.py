@@ -5,8 +5,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import update
 
 from conftest import PASSWORD, csrf_from, make_config
@@ -203,16 +201,6 @@ async def test_closed_registration_hides_the_pages_and_the_link(db, database_url
         await app.db.dispose()
 
 
-@pytest.fixture
-def quick_hashes(monkeypatch):
-    """Registrations hash with cheap argon2 parameters: these tests count registrations."""
-    cheap = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=8192, parallelism=1),))
-
-    async def hash_password(password):
-        return cheap.hash(password)
-    monkeypatch.setattr(passwords, "hash_password", hash_password)
-
-
 async def register_many(app, count: int, ip: str = "192.0.2.7", prefix: str = "person"):
     """`count` registrations from browsers at one address; the answers."""
     answers = []
@@ -226,7 +214,7 @@ async def register_many(app, count: int, ip: str = "192.0.2.7", prefix: str = "p
     return answers
 
 
-async def test_eleventh_registration_from_one_address_is_throttled(app, db, quick_hashes):
+async def test_eleventh_registration_from_one_address_is_throttled(app, db):
     answers = await register_many(app, 11)
     assert [a.status_code for a in answers[:10]] == [303] * 10
     assert answers[10].status_code == 429
@@ -238,7 +226,7 @@ async def test_eleventh_registration_from_one_address_is_throttled(app, db, quic
     assert other[0].status_code == 303
 
 
-async def test_registrations_stay_capped_for_the_hour_after_the_first_lock_ends(app, db, quick_hashes):
+async def test_registrations_stay_capped_for_the_hour_after_the_first_lock_ends(app, db):
     await register_many(app, 10)
     # 16 seconds later: the first lock (15 s) is over, the hour is not.
     past = utcnow() - timedelta(seconds=1)
