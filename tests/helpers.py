@@ -459,3 +459,41 @@ async def axe_violations_of(browser, page) -> list:
         return await axe_violations(copy)
     finally:
         await context.close()
+
+
+# Every focusable element that is shown must lie inside each ancestor box that clips what
+# overflows it (overflow other than visible: a scrolling table wrapper, a card hiding its
+# overflow), and the page itself must not be wider than the window. A page-level check alone
+# passes while buttons are hidden inside a clipping card.
+LAYOUT_PROBLEMS = """() => {
+  const problems = [];
+  const name = (el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "")
+    + (typeof el.className === "string" && el.className.trim() ? "." + el.className.trim().split(/\\s+/).join(".") : "")
+    + ` "${(el.textContent || el.value || "").trim().replace(/\\s+/g, " ").slice(0, 40)}"`;
+  const page = document.scrollingElement;
+  if (page.scrollWidth > window.innerWidth) {
+    const wide = [...document.body.querySelectorAll("*")].filter((el) => el.getBoundingClientRect().right > window.innerWidth + 1);
+    problems.push(`the page is ${page.scrollWidth}px wide: ` + wide.slice(-3).map(name).join(", "));
+  }
+  const focusable = "a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]";
+  for (const el of document.querySelectorAll(focusable)) {
+    if (el.matches(".skip-link") || !el.checkVisibility({visibilityProperty: true})) continue;
+    const r = el.getBoundingClientRect();
+    if (!r.width && !r.height) continue;
+    for (let box = el.parentElement; box && box !== document.documentElement; box = box.parentElement) {
+      const style = getComputedStyle(box);
+      if (style.overflowX === "visible" && style.overflowY === "visible") continue;
+      const b = box.getBoundingClientRect();
+      if (r.left < b.left - 1 || r.right > b.right + 1 || r.top < b.top - 1 || r.bottom > b.bottom + 1) {
+        problems.push(`${name(el)} sticks out of ${name(box)}`);
+        break;
+      }
+    }
+  }
+  return problems;
+}"""
+
+
+async def layout_problems(page) -> list[str]:
+    """What sticks out at the page's current width (LAYOUT_PROBLEMS); empty when all fits."""
+    return await page.evaluate(LAYOUT_PROBLEMS)
