@@ -1,4 +1,4 @@
-"""Second factors: TOTP secrets and recovery codes (issue 14), and the half-done logins that
+"""Second factors: TOTP secrets and recovery codes, and the half-done logins that
 wait for one (login_challenges).
 
 Revision ID: 0009

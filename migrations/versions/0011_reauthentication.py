@@ -1,14 +1,14 @@
-"""Sessions remember when their owner last re-authenticated (issue 14): sessions.reauthenticated_at.
+"""Sessions remember when their owner last re-authenticated: sessions.reauthenticated_at.
 Sessions open before the upgrade have none, so their first sensitive action asks again.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0011
+Revises: 0010
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -1,15 +1,15 @@
-"""Per-account preferences: shortcuts and theme (issue 17): users.theme ("system", "light",
+"""Per-account preferences: shortcuts and theme: users.theme ("system", "light",
 "dark") and users.single_key_shortcuts. Existing accounts keep today's behaviour (the
 system's theme, shortcuts on).
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0010
+Revises: 0009
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
