@@ -106,6 +106,18 @@ async def test_an_edit_that_keeps_the_role_needs_no_proof(app, db, make_user, mo
     assert (await user_row(db, them["id"])).username == "renamed"
 
 
+async def test_changing_someones_email_in_the_table_waits_for_the_password(app, db, make_user, monkeypatch):
+    _, client = await stale(app, make_user, monkeypatch)
+    them = await make_user("Customer")
+    before = await user_row(db, them["id"])
+
+    asked = await send(client, f"/users/{them['id']}", {**role_change(before, "Customer"), "email": "x@example.org"},
+                       target=f"user-{them['id']}")
+
+    await assert_asked(asked)
+    assert (await user_row(db, them["id"])).email == before.email
+
+
 async def test_creating_a_user_waits_for_the_password(app, db, make_user, monkeypatch):
     _, client = await stale(app, make_user, monkeypatch)
     form = {"username": "newbie", "email": "newbie@example.com", "role": "Manager", "back": "/users"}

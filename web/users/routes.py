@@ -184,7 +184,9 @@ async def save(user_id: int):
     version = parse_version(form.get("version", ""))
     view = view_from_back(form.get("back", ""))
     values = await posted_values()
-    await reauthentication_required(when=values.get("role", current.role) != current.role)
+    # A new role or address (where password resets go) could take an account over.
+    await reauthentication_required(when=values.get("role", current.role) != current.role
+                                    or values["email"] != current.email)
     edit = await edit_user(current, version, values)
     if not edit.errors and edit.saved is None:
         return await conflict(user_id, edit.values, view)
