@@ -76,6 +76,7 @@ async def test_end_all_other_sessions_keeps_only_this_one(app, db, make_user):
     response = await post(mine, "/profile/sessions/end-others")
 
     assert response.status_code == 200
+    assert "2 other sessions ended." in await text(response)
     assert [row.id for row in await session_rows(db, alice["id"])] == [keep]
     for other in others:
         assert is_login_redirect(await other.get("/dashboard"))
