@@ -190,7 +190,9 @@ async def revert(event_id: int):
     conflicts = changed_since(event, target, chosen)
     if conflicts and form.get("force") != "1":
         return await revert_answer(409, event, target, view, chosen, conflicts)
-    await reauthentication_required(when="role" in chosen and event.changes["role"][0] != target.role)
+    # As in the users table: a new role or address could take an account over.
+    await reauthentication_required(when=any(event.changes[f][0] != getattr(target, f) for f in ("role", "email")
+                                             if f in chosen))
     edit = await edit_user(target, version, {f: event.changes[f][0] for f in chosen}, reverts=event.id)
     if edit.errors:
         return await revert_answer(422, event, target, view, chosen, conflicts, edit.errors)
