@@ -4,6 +4,8 @@ import pytest
 
 from helpers import htmx, post, send, signed_in
 
+pytestmark = pytest.mark.sqlite_only  # set on every answer, whatever the database
+
 DENIED = ("camera", "microphone", "geolocation", "payment", "usb", "serial", "hid", "midi",
           "display-capture", "accelerometer", "gyroscope", "magnetometer")
 
