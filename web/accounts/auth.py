@@ -151,9 +151,15 @@ async def register():
                                actor=audit.Actor(user_id, values["username"]),
                                changes={"username": [None, values["username"]], "email": [None, email],
                                         "role": [None, "Customer"]})
-            await confirmation.send_link(conn, await queries.get_user(conn, user_id))
+            user = await queries.get_user(conn, user_id)
+            await confirmation.send_link(conn, user)
+            stage = None
             if not settings().require_email_confirmation:
-                await start_session(user_id, False, conn)
+                # A role that must have a second factor sets one up first (ENROL).
+                if stage := await login_stage(conn, user):
+                    await begin_second_step(conn, user, False, "/dashboard", stage)
+                else:
+                    await start_session(user_id, False, conn)
     except IntegrityError:
         # Someone registered the same name or address since the check above.
         return await registration_answer(422, values, await registration_problems(values))
@@ -161,6 +167,8 @@ async def register():
         return await too_many(values, "Too many new accounts from your network.", cap.wait)
     if settings().require_email_confirmation:  # no session until the address is confirmed
         return go("/confirm-email/sent")
+    if stage:
+        return go(SECOND_STEP[stage])
     await toast("Account created. Welcome to Gatehouse!")
     return go("/dashboard")
 
@@ -224,9 +232,7 @@ async def login():
         # Only now, with the right password, may the answer differ for an account with a
         # second factor: the login waits for it (second_step.py), with no session until then.
         if stage := await login_stage(conn, user):
-            await challenges.begin(conn, user.id, remember, next_path, stage)
-            if stage == challenges.ENROL:
-                await factors.start_enrolment(conn, user.id, keyring(settings()))
+            await begin_second_step(conn, user, remember, next_path, stage)
         else:
             await finish_login(conn, user, remember)
     if stage:
@@ -235,6 +241,14 @@ async def login():
 
 
 SECOND_STEP = {challenges.VERIFY: "/login/second-step", challenges.ENROL: "/login/enrol"}
+
+
+async def begin_second_step(conn, user, remember: bool, next_path: str, stage: str) -> None:
+    """The half-done login of `user`, whose password is right (typed, or just chosen), waiting
+    for the second step `stage` (login_stage) in this browser."""
+    await challenges.begin(conn, user.id, remember, next_path, stage)
+    if stage == challenges.ENROL:
+        await factors.start_enrolment(conn, user.id, keyring(settings()))
 
 
 async def login_stage(conn, user) -> str | None:

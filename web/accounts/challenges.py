@@ -81,5 +81,11 @@ async def consume(conn, challenge: Challenge) -> None:
     _set_cookie("", 0)
 
 
+async def end_all(conn, user_id: int) -> None:
+    """Every half-done login of the account ends: its password changed (or its owner reported a
+    takeover), so the password step they passed no longer holds."""
+    await conn.execute(delete(login_challenges).where(login_challenges.c.user_id == user_id))
+
+
 def expired(now: datetime):
     return login_challenges.c.expires_at <= now

@@ -27,7 +27,7 @@ from ..core.access import public, signed_in
 from ..core.context import client_ip, client_key, form_fields, safe_next
 from ..core.db import utcnow
 from ..core.render import go, is_htmx, render, toast
-from . import link_requests, mailing, queries, sessions, throttle, tokens
+from . import challenges, link_requests, mailing, queries, sessions, throttle, tokens
 from .validation import normalise_email
 
 bp = Blueprint("confirmation", __name__)
@@ -290,6 +290,7 @@ async def secure(conn, used: tokens.Found) -> dict:
             await queries.confirm_email(conn, user.id, old)
     cancelled = await tokens.revoke(conn, user.id, tokens.EMAIL, tokens.REPORT, tokens.RESET)
     ended = await sessions.end_all(conn, user.id)
+    await challenges.end_all(conn, user.id)
     changes = {"sessions_ended": [None, ended]}
     if restored:
         changes["email"] = [user.email, old]

@@ -11,7 +11,7 @@ from . import factors, mailing, queries
 from .factor_crypto import keyring
 from .profile import profile_page
 from .reauthentication import reauthenticated
-from .second_step import NO_CODE, WRONG_CODE, clock, record_enrolment, setup_for
+from .second_step import NO_CODE, WRONG_CODE, enrolment_code, record_enrolment, setup_for, too_many_codes
 
 bp = Blueprint("factor_settings", __name__)
 
@@ -36,7 +36,7 @@ async def confirm():
     code = (await form_fields("code"))["code"]
     ring = keyring(settings())
     async with current_app.db.write() as conn:
-        codes = await factors.confirm_enrolment(conn, g.user.id, code, ring, clock()) if code else None
+        codes, wait = await enrolment_code(conn, g.user.id, code)
         if codes:
             await record_enrolment(conn, await queries.get_user(conn, g.user.id), g.user)
         else:
@@ -47,8 +47,8 @@ async def confirm():
     if secret is None:
         await toast("Nothing was waiting to be set up: start again.", "warning")
         return await profile_page(409)
-    return await profile_page(422, totp_setup=setup_for(secret, g.user.username),
-                               factor_error=WRONG_CODE if code else NO_CODE)
+    return await profile_page(429 if wait else 422, totp_setup=setup_for(secret, g.user.username),
+                               factor_error=too_many_codes(wait) if wait else WRONG_CODE if code else NO_CODE)
 
 
 @bp.post("/profile/factors/totp/cancel")

@@ -108,6 +108,17 @@ async def confirm_enrolment(conn, user_id: int, code: str, ring: Keyring, now: f
     return await replace_recovery_codes(conn, user_id, ring)
 
 
+async def confirm_enrolment_throttled(conn, user_id: int, code: str, ring: Keyring,
+                                      now: float) -> tuple[list[str] | None, int]:
+    """confirm_enrolment, counted like any code (the pending secret is guessable too): the new
+    recovery codes or None, and the seconds to wait when locked (then nothing was checked)."""
+    if wait := await reserve_attempt(conn, user_id):
+        return None, wait
+    if new := await confirm_enrolment(conn, user_id, code, ring, now):
+        await attempts.forgive(conn, throttle_keys(user_id))
+    return new, 0
+
+
 async def cancel_enrolment(conn, user_id: int) -> None:
     await conn.execute(delete(totp_factors).where(totp_factors.c.user_id == user_id,
                                                   totp_factors.c.confirmed_at.is_(None)))
@@ -168,6 +179,13 @@ def throttle_keys(user_id: int) -> list[str]:
     return [f"ip:{client_key()}", f"factor:{user_id}"]
 
 
+async def reserve_attempt(conn, user_id: int) -> int:
+    """One code attempt on the account counted before its check (throttle.reserve): 0, or the
+    seconds to wait when locked."""
+    config = settings()
+    return await throttle.reserve(conn, throttle_keys(user_id), config.throttle_free_failures, config.throttle_window)
+
+
 async def use_totp(conn, user_id: int, code: str, ring: Keyring, now: float) -> bool:
     row = (await conn.execute(select(totp_factors).where(
         totp_factors.c.user_id == user_id, totp_factors.c.confirmed_at.is_not(None)))).first()
@@ -200,11 +218,9 @@ async def verify_second_factor(conn, user_id: int, code: str, now: float | None 
     """Checks a code typed by the owner of account `user_id`, in the caller's write
     transaction, which must commit even when the code is wrong: the attempt stays counted. Six
     digits are an app's code; anything else is tried as a recovery code."""
-    config = settings()
-    keys = throttle_keys(user_id)
-    if wait := await throttle.reserve(conn, keys, config.throttle_free_failures, config.throttle_window):
+    if wait := await reserve_attempt(conn, user_id):
         return Verdict(False, wait)
-    ring = keyring(config)
+    ring = keyring(settings())
     verdict = Verdict(False)
     if codes.looks_like_totp(code):
         if await use_totp(conn, user_id, code.replace(" ", ""), ring, time.time() if now is None else now):
@@ -213,7 +229,7 @@ async def verify_second_factor(conn, user_id: int, code: str, now: float | None 
         if (left := await use_recovery_code(conn, user_id, typed, ring)) is not None:
             verdict = Verdict(True, factor=RECOVERY, recovery_left=left)
     if verdict.ok:
-        await attempts.forgive(conn, keys)
+        await attempts.forgive(conn, throttle_keys(user_id))
     return verdict
 
 

@@ -14,7 +14,7 @@ from ..core.context import client_ip, form_fields, settings
 from ..core.db import utcnow
 from ..core.render import go, render, toast
 from . import mailing, passwords, queries, tokens
-from .auth import start_session
+from .auth import SECOND_STEP, begin_second_step, login_stage, start_session
 from .devices import remember_device
 
 bp = Blueprint("invitation", __name__)
@@ -76,7 +76,8 @@ async def invitation_form(token: str):
 async def accept(token: str):
     """The invitee's password, under the policy; the token is used up in the transaction that
     sets it, so of two submissions at once exactly one succeeds. The invitee is then signed
-    in: a new account has no second factor yet, so a password is all a login would ask."""
+    in: a new account has no second factor yet, so a password is all a login would ask, unless
+    its role must have one (REQUIRE_2FA_ROLES): then it sets one up first, as at a login."""
     values = await form_fields("password", "password_confirm")
     async with current_app.db.read() as conn:
         found = await tokens.find(conn, token, tokens.INVITE)
@@ -97,12 +98,18 @@ async def accept(token: str):
             if invitee is None:
                 raise Invalid
             await queries.accept_invitation(conn, invitee.id, password_hash)
-            await queries.record_login(conn, invitee.id)
             await audit.record(conn, "invite_accepted", "user", invitee.id, actor=invitee, ip=client_ip(),
                                changes={"invited": [True, False]})
-            await start_session(invitee.id, False, conn)
+            # A role that must have a second factor sets one up before any session (ENROL).
+            if stage := await login_stage(conn, invitee):
+                await begin_second_step(conn, invitee, False, "/dashboard", stage)
+            else:
+                await queries.record_login(conn, invitee.id)
+                await start_session(invitee.id, False, conn)
     except Invalid:
         return await page(token)
+    if stage:
+        return go(SECOND_STEP[stage])
     remember_device(invitee.id)
     await toast(f"Welcome to Gatehouse, {invitee.username}: your password is set and you are signed in.")
     return go("/dashboard")

@@ -8,7 +8,7 @@ from ..core.access import signed_in
 from ..core.context import client_ip, form_fields
 from ..core.formatting import counted
 from ..core.render import render, toast
-from . import attempts, confirmation, factors, mailing, passwords, queries, sessions
+from . import attempts, challenges, confirmation, factors, mailing, passwords, queries, sessions
 from . import passkeys
 from .auth import start_session
 from .reauthentication import proven, reauthenticated
@@ -116,6 +116,7 @@ async def change_password():
     async with current_app.db.write() as conn:
         await queries.set_password_hash(conn, g.user.id, password_hash)
         ended = await sessions.end_others(conn, g.user.id, keep_sid=g.user.session_id)
+        await challenges.end_all(conn, g.user.id)
         await renew_session(conn)
         await audit.record(conn, "password_change", "user", g.user.id, actor=g.user, ip=client_ip(),
                            changes={"sessions_ended": [None, ended]})

@@ -25,7 +25,7 @@ from ..core import audit_trail as audit
 from ..core.access import public
 from ..core.context import client_ip, client_key, form_fields
 from ..core.render import go, render, toast
-from . import link_requests, mailing, passwords, queries, sessions, throttle, tokens
+from . import challenges, link_requests, mailing, passwords, queries, sessions, throttle, tokens
 from .auth import identifier_for_the_log
 from .devices import device_key, remember_device
 
@@ -153,6 +153,7 @@ async def apply_reset(conn, used: tokens.Found, password_hash: str) -> None:
     user = used.user
     await queries.set_password_hash(conn, user.id, password_hash)
     ended = await sessions.end_all(conn, user.id)
+    await challenges.end_all(conn, user.id)
     # The owner may log in at once: the account's lock goes, and this browser is counted apart
     # from everyone else from now on (its device cookie), whatever its network's failures.
     await throttle.clear(conn, f"account:{user.id}")

@@ -98,7 +98,7 @@ async def verify():
     if verdict is None:
         return await verify_page(challenge, 422, NO_CODE)
     if verdict.wait:
-        body, status = await verify_page(challenge, 429, f"Too many wrong codes. Try again in {verdict.wait} seconds.")
+        body, status = await verify_page(challenge, 429, too_many_codes(verdict.wait))
         return body, status, {"Retry-After": str(verdict.wait)}
     if not verdict.ok:
         return await verify_page(challenge, 401, WRONG_CODE)
@@ -152,17 +152,36 @@ async def enrol():
             challenge = await challenges.pending(conn, lock=True)
             if challenge is None or challenge.stage != challenges.ENROL:
                 raise ChallengeGone()
-            codes = await factors.confirm_enrolment(conn, challenge.user_id, code, keyring(settings()), clock())
+            codes, wait = await enrolment_code(conn, challenge.user_id, code)
             if codes:
                 user = await complete_login(conn, challenge, factors.TOTP)
                 await record_enrolment(conn, user, user)
     except ChallengeGone:
         return await start_again()
+    if wait:
+        return await enrol_page(challenge, 429, error=too_many_codes(wait))
     if not codes:
         return await enrol_page(challenge, 422, error=WRONG_CODE if code else NO_CODE)
     remember_device(challenge.user_id)
     await toast("Your authenticator app is set up.")
     return await enrol_page(challenge, codes=codes)
+
+
+def too_many_codes(wait: int) -> str:
+    return f"Too many wrong codes. Try again in {wait} seconds."
+
+
+async def enrolment_code(conn, user_id: int, code: str) -> tuple[list[str] | None, int]:
+    """The code typed to confirm a new app, checked under the codes' throttle (whoever holds
+    the password or the session must not guess it), a wrong one audited: the new recovery
+    codes or None, and the seconds to wait when locked. An empty field counts for nothing."""
+    if not code:
+        return None, 0
+    codes, wait = await factors.confirm_enrolment_throttled(conn, user_id, code, keyring(settings()), clock())
+    if not codes and not wait:
+        await audit.record(conn, "second_factor_failed", "user", user_id, ip=client_ip(),
+                           changes={"factor": [None, factors.TOTP]})
+    return codes, wait
 
 
 async def record_enrolment(conn, user, actor) -> None:

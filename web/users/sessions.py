@@ -1,9 +1,11 @@
 """An Admin's view of another user's live sessions, on the user's page: where they are logged
-in, and ending one or all of them (a lost phone, a suspected theft). Each end is audited
+in, and ending one or all of them (a lost phone, a suspected theft). Each end needs a recent
+proof, as the profile's do (else a stolen session could end its owner's own), and is audited
 against that user."""
 from quart import Blueprint, current_app, g
 
 from ..accounts import sessions
+from ..accounts.reauthentication import reauthenticated
 from ..core import audit_trail as audit
 from ..core.access import allow
 from ..core.context import client_ip
@@ -49,6 +51,7 @@ async def record_end(conn, user_id: int, ended: int) -> None:
 
 @bp.post("/users/<int:user_id>/sessions/<sid>/end")
 @allow(*ROLES)
+@reauthenticated
 async def end(user_id: int, sid: str):
     async with current_app.db.write() as conn:
         user = await live_user_or_404(conn, user_id)
@@ -60,6 +63,7 @@ async def end(user_id: int, sid: str):
 
 @bp.post("/users/<int:user_id>/sessions/end-all")
 @allow(*ROLES)
+@reauthenticated
 async def end_all(user_id: int):
     async with current_app.db.write() as conn:
         user = await live_user_or_404(conn, user_id)
