@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from conftest import PASSWORD, make_config
 from helpers import (
-    audit_rows, location, login, open_session, post, rows, scalar, send, session_rows, signed_in, text,
+    audit_rows, location, login, open_session, post, rows, scalar, send, session_rows, signed_in, text, user_row,
 )
 from test_invitations import accept, invited
 from test_register import register
@@ -152,3 +152,24 @@ async def test_an_admin_ending_sessions_from_a_users_page_needs_a_recent_proof(a
     ended = await confirm(client, asked, target="user-sessions")
     assert ended.status_code == 200 and (await text(ended)).startswith('<section id="user-sessions"')
     assert [s.user_agent for s in await session_rows(db, me["id"])] == ["pytest"]
+
+
+async def test_bringing_a_deleted_user_back_or_revoking_an_invitation_needs_a_recent_proof(app, db, make_user,
+                                                                                             monkeypatch):
+    """Undo of a delete and a revert of one create an account again (its password and role
+    with it); revoking an invitation deletes one: like creating and deleting, each waits."""
+    _, client = await signed_in(app, make_user, "Admin")
+    gone = await make_user("Admin", username="formeradmin")
+    assert (await send(client, f"/users/{gone['id']}/delete", {"back": "/users"}, target="users-table")).status_code == 200
+    [deletion] = await audit_rows(db, "delete")
+    newbie, _ = await invited(client, db, "newbie")
+    later(monkeypatch, 11)
+    for path in (f"/users/{gone['id']}/restore?back=/users", f"/audit/{deletion.id}/revert",
+                 f"/users/{newbie.id}/invitation/revoke"):
+        asked = await send(client, path, {"back": "/users"}, target="users-table")
+        await assert_asked(asked)
+    assert (await user_row(db, gone["id"])).deleted_at is not None
+    assert (await user_row(db, newbie.id)).deleted_at is None
+    assert await audit_rows(db, "restore") == [] and await audit_rows(db, "invite_revoked") == []
+    await confirm(client, asked, target="users-table")
+    assert (await user_row(db, newbie.id)).deleted_at is not None

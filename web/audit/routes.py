@@ -179,6 +179,7 @@ async def revert(event_id: int):
     form = await request.form
     view = view_from_back(form.get("back", ""))
     if event.action == "delete":
+        await reauthentication_required()  # as the users table's Undo
         await restore_user(target.id, reverts=event.id)
         await toast(f"Restored {target.username}: event #{event.id} reverted.")
         return await reverted(event, view)

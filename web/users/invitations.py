@@ -5,6 +5,7 @@ from quart import Blueprint, abort, current_app, g, request
 from werkzeug.exceptions import TooManyRequests
 
 from ..accounts import invitation, queries as accounts, throttle, tokens
+from ..accounts.reauthentication import reauthenticated
 from ..core import audit_trail as audit
 from ..core.access import staff
 from ..core.context import client_ip
@@ -55,6 +56,7 @@ async def resend(user_id: int):
 
 @bp.post("/users/<int:user_id>/invitation/revoke")
 @staff
+@reauthenticated  # a delete, as the table's
 async def revoke(user_id: int):
     """Deletes the invited account (a soft delete, like the table's Delete, with its Undo): its
     link stops working at once, and an undo brings the account back without one (Resend)."""

@@ -298,6 +298,7 @@ async def delete(user_id: int):
 
 @bp.post("/users/<int:user_id>/restore")
 @staff
+@reauthenticated  # an account brought back is one created again, password and role included
 async def restore(user_id: int):
     back = (await request.form).get("back") or request.args.get("back", "")
     user = await restore_user(user_id)
