@@ -1,18 +1,21 @@
 """Attacks on the second factors, passkeys and re-authentication (issue 14), over HTTP: what
 an attacker holding only a password, or only a session cookie, tries, and what each meets."""
+import asyncio
 import re
 
 from sqlalchemy import select
 
 from conftest import PASSWORD, make_config
 from helpers import (
-    audit_rows, location, login, open_session, post, rows, scalar, send, session_rows, signed_in, text, user_row,
+    audit_rows, location, login, open_session, post, rows, scalar, send, session_rows, signed_in, text, token,
+    user_row,
 )
 from test_invitations import accept, invited
+from test_passkeys import options, send_answer, with_passkey
 from test_register import register
 from test_reauthentication import assert_asked, confirm, later
 from test_second_factors import (
-    LOGIN_COOKIE, NOW, STEP, at_time, code_at, enrolled, half_logged_in, second_step, signed_in_now,
+    LOGIN_COOKIE, NOW, SECOND_STEP, STEP, at_time, code_at, enrolled, half_logged_in, second_step, signed_in_now,
 )
 from web import create_app
 from web.core.tables import login_challenges, totp_factors
@@ -103,6 +106,37 @@ async def test_an_invitation_or_a_registration_sets_up_a_required_factor_first(d
     await app.db.dispose()
 
 
+async def test_one_recovery_code_sent_twice_at_once_logs_in_once(app, db, make_user):
+    alice = await make_user(username="alice")
+    _, recovery = await enrolled(db, app.config["GATEHOUSE"], alice["id"])
+    browsers = [app.test_client() for _ in range(2)]
+    forms = []
+    for browser in browsers:
+        await half_logged_in(db, browser, alice["id"])
+        forms.append({"csrf_token": await token(browser), "code": recovery[0]})
+    answers = await asyncio.gather(*(b.post(SECOND_STEP, form=f) for b, f in zip(browsers, forms)))
+    assert sorted(a.status_code for a in answers) == [303, 401]
+    assert len(await session_rows(db, alice["id"])) == 1
+
+
+async def test_a_passkey_answer_counts_only_for_what_it_was_asked_for(app, db, make_user):
+    """An answer to a re-authentication's or a passwordless sign-in's challenge does not
+    complete someone's second step, nor a re-authentication's a sign-in."""
+    alice, key = await with_passkey(app, make_user)
+    owner = app.test_client()
+    await open_session(app, owner, alice["id"])
+    for_reauth = key.get(await options(owner, "/reauthenticate/passkey/options"))
+    for_sign_in = key.get(await options(app.test_client(), "/login/passkey/options"))
+    attacker = app.test_client()
+    await half_logged_in(db, attacker, alice["id"])
+    for answer in (for_reauth, for_sign_in):
+        response = await attacker.post(SECOND_STEP + "/passkey", form={"csrf_token": await token(attacker),
+                                                                      "credential": answer})
+        assert response.status_code == 401 and not await signed_in_now(attacker)
+    assert (await send_answer(app.test_client(), for_reauth)).status_code == 401
+    assert len(await session_rows(db, alice["id"])) == 2  # the owner's two, no other
+
+
 # ---- code guesses ----------------------------------------------------------------------
 
 async def test_enrolment_codes_are_throttled_in_the_profile(app, db, make_user):
@@ -154,13 +188,13 @@ async def test_an_admin_ending_sessions_from_a_users_page_needs_a_recent_proof(a
     assert [s.user_agent for s in await session_rows(db, me["id"])] == ["pytest"]
 
 
-async def test_bringing_a_deleted_user_back_or_revoking_an_invitation_needs_a_recent_proof(app, db, make_user,
-                                                                                             monkeypatch):
+async def test_bringing_back_a_deleted_user_or_revoking_an_invitation_needs_a_proof(app, db, make_user, monkeypatch):
     """Undo of a delete and a revert of one create an account again (its password and role
     with it); revoking an invitation deletes one: like creating and deleting, each waits."""
     _, client = await signed_in(app, make_user, "Admin")
     gone = await make_user("Admin", username="formeradmin")
-    assert (await send(client, f"/users/{gone['id']}/delete", {"back": "/users"}, target="users-table")).status_code == 200
+    deleted = await send(client, f"/users/{gone['id']}/delete", {"back": "/users"}, target="users-table")
+    assert deleted.status_code == 200
     [deletion] = await audit_rows(db, "delete")
     newbie, _ = await invited(client, db, "newbie")
     later(monkeypatch, 11)
