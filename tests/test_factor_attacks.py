@@ -207,3 +207,20 @@ async def test_bringing_back_a_deleted_user_or_revoking_an_invitation_needs_a_pr
     assert await audit_rows(db, "restore") == [] and await audit_rows(db, "invite_revoked") == []
     await confirm(client, asked, target="users-table")
     assert (await user_row(db, newbie.id)).deleted_at is not None
+
+
+async def test_a_stale_session_cannot_read_or_confirm_an_app_its_owner_began(app, db, make_user, monkeypatch):
+    """The owner began setting up an app (with a proof) and left it: a copy of the session
+    cookie, later, must not read that secret (a code generator for the account ever after)
+    nor confirm it and see the recovery codes."""
+    _, client = await signed_in(app, make_user, "Customer")
+    started = await post(client, "/profile/factors/totp", {})
+    secret = re.search(r'<code id="totp-secret" class="secret">([A-Z2-7 ]+)</code>',
+                       await text(started)).group(1).replace(" ", "")
+    later(monkeypatch, 11)
+    at_time(app, NOW)
+    for code in ("", wrong_code(secret, NOW), code_at(secret, NOW)):
+        answer = await send(client, "/profile/factors/totp/confirm", {"code": code}, target="profile-factors")
+        body = await assert_asked(answer)
+        assert secret[:8] not in body.replace(" ", "") and "recovery-codes-list" not in body
+    assert await scalar(db, select(totp_factors.c.confirmed_at)) is None

@@ -32,6 +32,7 @@ async def start():
 
 @bp.post("/profile/factors/totp/confirm")
 @signed_in
+@reauthenticated  # its answers show the waiting secret, and the codes: not to a stale copy of the cookie
 async def confirm():
     code = (await form_fields("code"))["code"]
     ring = keyring(settings())
