@@ -18,6 +18,7 @@ from test_second_factors import (
     LOGIN_COOKIE, NOW, SECOND_STEP, STEP, at_time, code_at, enrolled, half_logged_in, second_step, signed_in_now,
 )
 from web import create_app
+from web.core import audit_trail as audit
 from web.core.tables import login_challenges, totp_factors
 
 NEW_PASSWORD = "copper lantern meadow quietly"
@@ -224,3 +225,23 @@ async def test_a_stale_session_cannot_read_or_confirm_an_app_its_owner_began(app
         body = await assert_asked(answer)
         assert secret[:8] not in body.replace(" ", "") and "recovery-codes-list" not in body
     assert await scalar(db, select(totp_factors.c.confirmed_at)) is None
+
+
+async def test_deactivating_ones_own_account_needs_a_recent_proof(app, db, make_user, monkeypatch):
+    """It would end every session of the account and lock its owner out: a copy of the
+    session cookie must not do it unasked (deactivating others stays an unguarded change)."""
+    me, client = await signed_in(app, make_user, "Admin")
+    await make_user("Admin")  # not the last one
+    later(monkeypatch, 11)
+    mine = await user_row(db, me["id"])
+    form = {"version": str(mine.version), "username": mine.username, "email": mine.email, "role": "Admin",
+            "back": "/users"}  # no "active": the box unticked
+    await assert_asked(await send(client, f"/users/{me['id']}", form, target=f"user-{me['id']}"))
+    assert (await user_row(db, me["id"])).active and len(await session_rows(db, me["id"])) == 1
+    # Nor by reverting, from the audit log, the event that once switched the account on.
+    async with db.write() as conn:
+        await audit.record(conn, "update", "user", me["id"], changes={"active": [False, True]})
+    [switched_on] = await audit_rows(db, "update")
+    form = [("field", "active"), ("version", str(mine.version)), ("back", "/audit")]
+    await assert_asked(await send(client, f"/audit/{switched_on.id}/revert", form, target=f"event-{switched_on.id}"))
+    assert (await user_row(db, me["id"])).active

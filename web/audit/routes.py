@@ -191,8 +191,10 @@ async def revert(event_id: int):
     conflicts = changed_since(event, target, chosen)
     if conflicts and form.get("force") != "1":
         return await revert_answer(409, event, target, view, chosen, conflicts)
-    # As in the users table: a new role or address could take an account over.
-    await reauthentication_required(when=any(event.changes[f][0] != getattr(target, f) for f in ("role", "email")
+    # As in the users table: a new role or address could take an account over, and switching
+    # off one's own account locks its owner out.
+    guarded = ("role", "email", "active") if target.id == g.user.id else ("role", "email")
+    await reauthentication_required(when=any(event.changes[f][0] != getattr(target, f) for f in guarded
                                              if f in chosen))
     edit = await edit_user(target, version, {f: event.changes[f][0] for f in chosen}, reverts=event.id)
     if edit.errors:

@@ -184,9 +184,11 @@ async def save(user_id: int):
     version = parse_version(form.get("version", ""))
     view = view_from_back(form.get("back", ""))
     values = await posted_values()
-    # A new role or address (where password resets go) could take an account over.
+    # A new role or address (where password resets go) could take an account over; switching
+    # off one's own account ends its every session and locks its owner out.
     await reauthentication_required(when=values.get("role", current.role) != current.role
-                                    or values["email"] != current.email)
+                                    or values["email"] != current.email
+                                    or user_id == g.user.id and values["active"] != current.active)
     edit = await edit_user(current, version, values)
     if not edit.errors and edit.saved is None:
         return await conflict(user_id, edit.values, view)
