@@ -140,6 +140,21 @@ async def test_a_passkey_answer_counts_only_for_what_it_was_asked_for(app, db, m
 
 # ---- code guesses ----------------------------------------------------------------------
 
+async def test_code_guesses_from_many_addresses_are_counted_against_the_account(app, db, make_user):
+    alice = await make_user(username="alice")
+    secret, _ = await enrolled(db, app.config["GATEHOUSE"], alice["id"], at=NOW - 3 * STEP)
+    at_time(app, NOW)
+    client = app.test_client()
+    await half_logged_in(db, client, alice["id"])
+
+    async def guess(code: str, n: int):
+        return await client.post(SECOND_STEP, form={"csrf_token": await token(client), "code": code},
+                                 scope_base={"client": (f"198.51.100.{n}", 50000)})
+    for n in range(app.config["GATEHOUSE"].throttle_free_failures):
+        assert (await guess(wrong_code(secret, NOW), n)).status_code == 401
+    assert (await guess(code_at(secret, NOW), 99)).status_code == 429
+
+
 async def test_enrolment_codes_are_throttled_in_the_profile(app, db, make_user):
     """A stolen session cannot guess the code of an app its owner began to set up (the codes
     it would then show prove the account's ownership ever after)."""
