@@ -15,7 +15,8 @@ from test_passkeys import options, send_answer, with_passkey
 from test_register import register
 from test_reauthentication import assert_asked, confirm, later
 from test_second_factors import (
-    LOGIN_COOKIE, NOW, SECOND_STEP, STEP, at_time, code_at, enrolled, half_logged_in, second_step, signed_in_now,
+    KEY_A, KEY_B, LOGIN_COOKIE, NOW, SECOND_STEP, STEP, at_time, code_at, enrolled, half_logged_in, second_step,
+    signed_in_now,
 )
 from web import create_app
 from web.core import audit_trail as audit
@@ -260,3 +261,12 @@ async def test_deactivating_ones_own_account_needs_a_recent_proof(app, db, make_
     form = [("field", "active"), ("version", str(mine.version)), ("back", "/audit")]
     await assert_asked(await send(client, f"/audit/{switched_on.id}/revert", form, target=f"event-{switched_on.id}"))
     assert (await user_row(db, me["id"])).active
+
+
+def test_no_key_shows_in_the_configurations_repr():
+    """A configuration printed in a log or a traceback must not hand out the keys that
+    decrypt every TOTP secret (FACTOR_KEYS), sign sessions or key the audit chain."""
+    config = make_config("sqlite+aiosqlite://", factor_keys=(KEY_A, KEY_B), audit_hmac_key="chain-key-1234")
+    shown = repr(config)
+    assert KEY_A not in shown and KEY_B not in shown and config.secret_key not in shown
+    assert "chain-key-1234" not in shown and "sqlite+aiosqlite://" in shown

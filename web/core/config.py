@@ -4,7 +4,7 @@ import binascii
 import ipaddress
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -166,7 +166,7 @@ def mail_from(value: str, base: str) -> str:
 @dataclass(frozen=True)
 class Config:
     database_url: str
-    secret_key: str
+    secret_key: str = field(repr=False)  # keys stay out of logs and tracebacks, as the mail password
     env: str = "development"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -181,7 +181,7 @@ class Config:
     # Only requests from these proxies may say, in forwarded headers, who the client is.
     trusted_proxies: tuple[Network, ...] = ()
     # With a key the audit chain is an HMAC: rebuilding it after tampering needs the key too.
-    audit_hmac_key: str = ""
+    audit_hmac_key: str = field(default="", repr=False)
     # Outgoing mail: without a server (development only) messages stay in the outbox (/mail).
     mail_server: MailServer | None = None
     mail_from: str = "Gatehouse <noreply@localhost>"
@@ -195,7 +195,7 @@ class Config:
     remember_absolute: int = 30 * 24 * 60 * 60
     # Keys that encrypt second-factor secrets, newest first; empty: derived from SECRET_KEY
     # (development only: from_env refuses production without FACTOR_KEYS).
-    factor_keys: tuple[str, ...] = ()
+    factor_keys: tuple[str, ...] = field(default=(), repr=False)
     # Roles that must have a second factor: their login asks them to enrol before anything else.
     require_2fa_roles: tuple[str, ...] = ()
 
