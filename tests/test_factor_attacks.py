@@ -270,3 +270,5 @@ def test_no_key_shows_in_the_configurations_repr():
     shown = repr(config)
     assert KEY_A not in shown and KEY_B not in shown and config.secret_key not in shown
     assert "chain-key-1234" not in shown and "sqlite+aiosqlite://" in shown
+    with_password = repr(make_config("postgresql+asyncpg://gatehouse:hunter2-pw@db/gatehouse"))
+    assert "hunter2-pw" not in with_password and "postgresql+asyncpg://gatehouse:***@db/gatehouse" in with_password

@@ -4,7 +4,7 @@ import binascii
 import ipaddress
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -165,7 +165,7 @@ def mail_from(value: str, base: str) -> str:
 
 @dataclass(frozen=True)
 class Config:
-    database_url: str
+    database_url: str = field(repr=False)  # shown without its password (__repr__)
     secret_key: str = field(repr=False)  # keys stay out of logs and tracebacks, as the mail password
     env: str = "development"
     host: str = "127.0.0.1"
@@ -198,6 +198,11 @@ class Config:
     factor_keys: tuple[str, ...] = field(default=(), repr=False)
     # Roles that must have a second factor: their login asks them to enrol before anything else.
     require_2fa_roles: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        from sqlalchemy.engine import make_url
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return f"Config(database_url={make_url(self.database_url).render_as_string(hide_password=True)!r}, {shown})"
 
     @property
     def production(self) -> bool:
