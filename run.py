@@ -236,7 +236,12 @@ async def rekey_factors(db: Database, config: Config) -> dict[str, int]:
 
 
 def cmd_factors_rekey(config: Config, args) -> int:
-    done = on_database(config, lambda db: rekey_factors(db, config))
+    from web.accounts.factor_crypto import UnknownKey
+    try:
+        done = on_database(config, lambda db: rekey_factors(db, config))
+    except UnknownKey as error:
+        print(f"Nothing re-encrypted: {error}.", file=sys.stderr)
+        return 2
     print(f"{done['secrets']:,} secrets re-encrypted under the newest key of FACTOR_KEYS.", file=sys.stderr)
     if done["accounts_with_old_codes"]:
         print(f"{done['accounts_with_old_codes']:,} accounts still have recovery codes hashed under an older key: "

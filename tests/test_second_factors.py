@@ -357,6 +357,17 @@ async def test_run_py_factors_rekey_and_factors_reset(db, database_url, make_use
     assert "removed by run.py" in notice.text_body
 
 
+async def test_rekey_without_a_key_still_in_use_changes_nothing_and_says_which(db, database_url, make_user, capsys):
+    alice = await make_user(username="alice")
+    await enrolled(db, make_config(database_url, factor_keys=(KEY_A,)), alice["id"])
+    before = await rows(db, select(totp_factors))
+    status = await asyncio.to_thread(run.cmd_factors_rekey, make_config(database_url, factor_keys=(KEY_B,)), None)
+    assert status == 2
+    said = capsys.readouterr().err
+    assert said.startswith("Nothing re-encrypted: account #") and "put that key back in FACTOR_KEYS" in said
+    assert await rows(db, select(totp_factors)) == before
+
+
 @pytest.mark.sqlite_only
 def test_run_py_factors_reset_from_the_command_line(database_url):
     result = run_cli("factors-reset", "--username", "nobody", database_url=database_url)

@@ -20,7 +20,7 @@ from ..mail import outbox
 from ..mail.messages import compose, link
 from . import attempts, recovery_codes as codes, throttle, totp
 from .devices import device_key
-from .factor_crypto import Keyring, keyring
+from .factor_crypto import Keyring, UnknownKey, keyring
 
 TOTP, RECOVERY, PASSKEY = "totp", "recovery", "passkey"
 
@@ -243,7 +243,12 @@ async def rekey(conn, ring: Keyring) -> dict[str, int]:
     rows = (await conn.execute(select(totp_factors).where(totp_factors.c.key_id != ring.newest_id)
                                .with_for_update())).all()
     for row in rows:
-        key_id, token = ring.encrypt(ring.decrypt(row.key_id, row.secret))
+        try:
+            plain = ring.decrypt(row.key_id, row.secret)
+        except UnknownKey as error:
+            raise UnknownKey(f"account #{row.user_id}'s secret: {error}; put that key back in FACTOR_KEYS "
+                             "(after the newest) and run this again") from None
+        key_id, token = ring.encrypt(plain)
         await conn.execute(update(totp_factors).where(totp_factors.c.user_id == row.user_id).values(
             key_id=key_id, secret=token))
         moved += 1
