@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from helpers import audit_rows, htmx, location, login, open_session, rows, session_rows, text, token
 from soft_authenticator import SoftAuthenticator, allowed_ids
-from web.accounts import maintenance
+from web.accounts import maintenance, passkeys as passkey_queries
 from web.core.db import utcnow
 from web.core.tables import passkey_challenges, passkeys, users
 
@@ -334,3 +334,18 @@ async def test_a_base_url_naming_an_ip_address_turns_passkeys_off(db, migrated_u
     html = await text(await signed_in_client.get("/profile"))
     assert "Passkeys are off" in html and 'data-passkey="create"' not in html
     await app.db.dispose()
+
+
+async def test_an_account_keeps_only_its_newest_few_challenges_per_purpose(db, make_user):
+    alice, bob = await make_user(username="alice"), await make_user(username="bob")
+    async with db.write() as conn:
+        await passkey_queries.store_challenge(conn, b"bob's", "register", bob["id"])
+        for n in range(12):
+            await passkey_queries.store_challenge(conn, f"challenge {n}".encode(), "register", alice["id"])
+        await passkey_queries.store_challenge(conn, b"another purpose", "reauthenticate", alice["id"])
+    kept = await rows(db, select(passkey_challenges.c.id, passkey_challenges.c.user_id, passkey_challenges.c.purpose))
+    alices = [row.id for row in kept if row.user_id == alice["id"] and row.purpose == "register"]
+    assert len(alices) == passkey_queries.LIVE_CHALLENGES
+    assert passkey_queries.challenge_id(b"challenge 11") in alices
+    assert passkey_queries.challenge_id(b"bob's") in {row.id for row in kept}
+    assert passkey_queries.challenge_id(b"another purpose") in {row.id for row in kept}

@@ -17,6 +17,10 @@ from ..core.tables import PASSKEY_NAME_MAX, passkey_challenges, passkeys, users
 
 CHALLENGE_LIFETIME = timedelta(minutes=5)
 MOST_PER_ACCOUNT = 20
+# Ceremonies one account may have open at once, per purpose (a few tabs): asking for more
+# drops the oldest, so a session cannot fill the table. Passwordless sign-ins (no account
+# yet) are bounded per client address by their route instead.
+LIVE_CHALLENGES = 5
 
 
 def challenge_id(challenge: bytes) -> str:
@@ -25,6 +29,11 @@ def challenge_id(challenge: bytes) -> str:
 
 async def store_challenge(conn, challenge: bytes, purpose: str, user_id: int | None,
                           user_handle: str | None = None) -> None:
+    if user_id is not None:
+        mine = (passkey_challenges.c.purpose == purpose) & (passkey_challenges.c.user_id == user_id)
+        newest = select(passkey_challenges.c.id).where(mine).order_by(
+            passkey_challenges.c.expires_at.desc()).limit(LIVE_CHALLENGES - 1)
+        await conn.execute(delete(passkey_challenges).where(mine, passkey_challenges.c.id.not_in(newest)))
     await conn.execute(insert(passkey_challenges).values(
         id=challenge_id(challenge), purpose=purpose, user_id=user_id, user_handle=user_handle,
         expires_at=utcnow() + CHALLENGE_LIFETIME))
