@@ -231,8 +231,12 @@ def cmd_users_purge(config: Config, args) -> int:
 async def rekey_factors(db: Database, config: Config) -> dict[str, int]:
     from web.accounts import factors
     from web.accounts.factor_crypto import keyring
+    from web.core import audit_trail as audit
     async with db.write() as conn:
-        return await factors.rekey(conn, keyring(config))
+        done = await factors.rekey(conn, keyring(config))
+        await audit.record(conn, "factors_rekeyed", "user", None, actor=audit.CLI,
+                           changes={"secrets_reencrypted": [None, done["secrets"]]})
+        return done
 
 
 def cmd_factors_rekey(config: Config, args) -> int:

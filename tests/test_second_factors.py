@@ -348,6 +348,8 @@ async def test_run_py_factors_rekey_and_factors_reset(db, database_url, make_use
     config = make_config(database_url)
     await enrolled(db, config, alice["id"])
     assert await run.rekey_factors(db, config) == {"secrets": 0, "accounts_with_old_codes": 0}
+    [rekeyed] = await audit_rows(db, "factors_rekeyed")
+    assert (rekeyed.actor_name, rekeyed.changes) == ("run.py", {"secrets_reencrypted": [None, 0]})
     assert await run.reset_factors(db, config, "nobody") is None
     assert await run.reset_factors(db, config, "alice") is True
     assert await rows(db, select(totp_factors.c.user_id)) == []

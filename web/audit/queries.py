@@ -22,7 +22,7 @@ ACTIONS = ("create", "update", "delete", "restore", "register", "login", "login_
            "preferences", "reauthenticate", "reauthenticate_failed",
            "passkey_add", "passkey_rename", "passkey_remove",
            "second_factor_added", "second_factor_removed", "second_factor_failed", "recovery_codes_replaced",
-           "second_factors_reset")
+           "second_factors_reset", "factors_rekeyed")
 CHANGES = ("create", "update", "delete", "restore")
 TARGET_TYPES = ("user", "audit", "mail", "import")
 
