@@ -152,6 +152,17 @@ CREATE TABLE imports (
 
 CREATE INDEX ix_imports_state ON imports (state);
 
+CREATE TABLE live_presence (
+	user_id INTEGER NOT NULL,
+	editor_id INTEGER NOT NULL,
+	expires_at DATETIME NOT NULL,
+	CONSTRAINT pk_live_presence PRIMARY KEY (user_id, editor_id),
+	CONSTRAINT fk_live_presence_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE,
+	CONSTRAINT fk_live_presence_editor_id_users FOREIGN KEY(editor_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_live_presence_expires_at ON live_presence (expires_at);
+
 CREATE TABLE login_challenges (
 	id VARCHAR(64) NOT NULL,
 	user_id INTEGER NOT NULL,
@@ -430,6 +441,17 @@ CREATE TABLE imports (
 );
 
 CREATE INDEX ix_imports_state ON imports (state);
+
+CREATE TABLE live_presence (
+	user_id INTEGER NOT NULL,
+	editor_id INTEGER NOT NULL,
+	expires_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	CONSTRAINT pk_live_presence PRIMARY KEY (user_id, editor_id),
+	CONSTRAINT fk_live_presence_user_id_users FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE,
+	CONSTRAINT fk_live_presence_editor_id_users FOREIGN KEY(editor_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_live_presence_expires_at ON live_presence (expires_at);
 
 CREATE TABLE login_challenges (
 	id VARCHAR(64) NOT NULL,

@@ -350,3 +350,14 @@ passkey_challenges = Table(
     Column("expires_at", DateTime, nullable=False),
 )
 Index("ix_passkey_challenges_expires_at", passkey_challenges.c.expires_at)
+
+
+# Who has which user's editor open (live updates, web/live/presence.py): advisory, never a
+# lock. A row lives PRESENCE_TTL seconds past its editor's last refresh.
+live_presence = Table(
+    "live_presence", metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("editor_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("expires_at", DateTime, nullable=False),
+)
+Index("ix_live_presence_expires_at", live_presence.c.expires_at)
