@@ -70,8 +70,8 @@
   // Signed-in pages carry the chain position they were drawn at; others have no stream.
   function sync() {
     var after = document.body.getAttribute("data-live-after");
+    if (after !== null) last = Math.max(last, parseInt(after, 10) || 0);  // the page shows those
     if (after !== null && !leave) {
-      last = Math.max(last, parseInt(after, 10) || 0);
       leave = window.SharedWorker ? joinShared(last)
         : navigator.locks && window.BroadcastChannel ? joinLeader(last) : joinAlone(last);
     } else if (after === null && leave) {
@@ -110,7 +110,8 @@
     return fetch(url, { credentials: "same-origin", headers: fragment ? { "HX-Request": "true" } : {} })
       .then(function (response) {
         return response.text().then(function (text) { return { ok: response.ok, status: response.status, text: text }; });
-      });
+      })
+      .catch(function () { return { ok: false, status: 0, text: "" }; });
   }
 
   function parseRow(html) {
