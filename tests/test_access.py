@@ -117,6 +117,9 @@ EXPECTED = {
     ("POST", "/users"): staff(ALLOWED),
     ("GET", "/users/<int:user_id>"): staff(200),  # the user's page (tests/test_user_detail.py)
     ("GET", "/users/<int:user_id>/row"): staff("redirect to /users"),  # a row, or the table
+    # Live updates: the stream needs the server's broker, which a test client does not start (503).
+    ("GET", "/events"): anyone_signed_in(503),
+    ("POST", "/users/<int:user_id>/presence"): staff(ALLOWED),
     ("GET", "/users/<int:user_id>/edit"): staff(200),
     ("POST", "/users/<int:user_id>"): staff(ALLOWED),
     ("GET", "/users/<int:user_id>/delete"): staff(200),

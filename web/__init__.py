@@ -41,6 +41,7 @@ def create_app(config: Config | None = None) -> Quart:
     from .core import access, compress, context, errors, formatting, health, pages, palette, render, security
     from .dashboard import routes as dashboard
     from .imports import routes as imports, runner as import_runner
+    from .live import stream as live_stream
     from .mail import routes as mail, sender as mail_sender
     from .users import factors as user_factors, invitations, routes as users, sessions as user_sessions, suggestions as user_suggestions
     compress.init_app(app)  # first registered, so it runs after the other after_request hooks
@@ -66,6 +67,7 @@ def create_app(config: Config | None = None) -> Quart:
     imports.init_app(app)
     maintenance.init_app(app)
     import_runner.init_app(app)
+    live_stream.init_app(app)
     mail.init_app(app)
     mail_sender.init_app(app)
 

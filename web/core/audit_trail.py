@@ -16,6 +16,7 @@ from typing import NamedTuple
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .background import Wakeup
 from .db import before_commit, utcnow
 from .tables import audit_chain, audit_events, users
 
@@ -24,6 +25,10 @@ from .tables import audit_chain, audit_events, users
 SHA256 = "gatehouse-audit-v1-sha256"
 HMAC_SHA256 = "gatehouse-audit-v1-hmac-sha256"
 HEAD = audit_chain.c.id == 1
+# Sealed events wake this process's live streams once their transaction commits, and on
+# PostgreSQL every process LISTENing on SEALED_CHANNEL (web/live/broker.py).
+SEALED = Wakeup()
+SEALED_CHANNEL = "gatehouse_audit"
 
 
 class Actor(NamedTuple):
@@ -131,6 +136,9 @@ async def seal(db, conn, events: list[Event]) -> None:
     await conn.execute(SET_LINK, links)
     await conn.execute(update(audit_chain).where(HEAD).values(
         scheme=scheme(db.audit_key), position=position, chain_hash=chain_hash, sealed_at=utcnow()))
+    if not db.is_sqlite:  # delivered at the commit, and only then
+        await conn.execute(select(func.pg_notify(SEALED_CHANNEL, str(position))))
+    SEALED.after(conn)
 
 
 async def _lock_head(conn):

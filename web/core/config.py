@@ -198,6 +198,10 @@ class Config:
     factor_keys: tuple[str, ...] = field(default=(), repr=False)
     # Roles that must have a second factor: their login asks them to enrol before anything else.
     require_2fa_roles: tuple[str, ...] = ()
+    # Live updates (GET /events): a comment line this often keeps proxies from closing an idle
+    # stream and finds dead ones; at most this many streams per worker process.
+    live_heartbeat: float = 15.0
+    live_max_streams: int = 500
 
     def __repr__(self) -> str:
         from sqlalchemy.engine import make_url
@@ -242,6 +246,8 @@ class Config:
             raise ConfigError("FACTOR_KEYS must be set in production (GATEHOUSE_ENV=production): it encrypts "
                               "second-factor secrets; make one with `python -c 'from cryptography.fernet "
                               "import Fernet; print(Fernet.generate_key().decode())'`")
+        live_heartbeat = _number(environ, "LIVE_HEARTBEAT_SECONDS", float, "15", 0.05, 300, " of seconds")
+        live_max_streams = _number(environ, "LIVE_MAX_STREAMS", int, "500", 1, 100_000)
         two_factor_roles = roles_list("REQUIRE_2FA_ROLES", environ.get("REQUIRE_2FA_ROLES",
                                                                        "Admin" if production else ""))
         return cls(
@@ -262,4 +268,6 @@ class Config:
             base_url=base,
             factor_keys=keys,
             require_2fa_roles=two_factor_roles,
+            live_heartbeat=live_heartbeat,
+            live_max_streams=live_max_streams,
         )

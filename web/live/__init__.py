@@ -1,0 +1,1 @@
+"""Live updates: committed audit events and presence pushed to signed-in browsers (GET /events)."""
