@@ -93,10 +93,12 @@ class Reader:
 
     async def next_of(self, kind: str) -> dict:
         """The next message of `kind` (change, presence, reload), skipping heartbeats."""
-        while "end" not in (message := await asyncio.wait_for(self.next(), WAIT)):
-            if message.get("event") == kind:
-                return {**json.loads(message["data"]), "id": message.get("id")}
-        return message
+        async def wanted():
+            while "end" not in (message := await self.next()):
+                if message.get("event") == kind:
+                    return {**json.loads(message["data"]), "id": message.get("id")}
+            return message
+        return await asyncio.wait_for(wanted(), WAIT)
 
     async def ends(self) -> bool:
         while "end" not in await asyncio.wait_for(self.next(), WAIT):
@@ -234,9 +236,10 @@ async def test_an_event_committed_after_a_later_one_is_still_delivered_once_in_c
     await http.aclose()
 
 
-async def test_a_change_committed_by_another_process_reaches_streams_on_each_worker(workers_server, app, make_user):
+async def test_a_change_committed_by_another_process_reaches_streams_on_each_worker(request, app, make_user):
     if app.db.is_sqlite:
         pytest.skip("SQLite runs one worker")
+    workers_server = request.getfixturevalue("workers_server")  # started only for PostgreSQL
     admins = [await make_user("Admin") for _ in range(4)]
     clients = [(await http_as(app, workers_server, admin["id"]))[0] for admin in admins]
     async with stream(clients[0]) as a, stream(clients[1]) as b, stream(clients[2]) as c, stream(clients[3]) as d:
