@@ -9,7 +9,7 @@ import asyncio
 import json
 import socket
 import time
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 import httpx
@@ -236,10 +236,9 @@ async def test_an_event_committed_after_a_later_one_is_still_delivered_once_in_c
     await http.aclose()
 
 
-async def test_a_change_committed_by_another_process_reaches_streams_on_each_worker(request, app, make_user):
-    if app.db.is_sqlite:
+async def test_a_change_committed_by_another_process_reaches_streams_on_each_worker(workers_server, app, make_user):
+    if app.db.is_sqlite:  # (its one-worker server is the session's, shared with other modules)
         pytest.skip("SQLite runs one worker")
-    workers_server = request.getfixturevalue("workers_server")  # started only for PostgreSQL
     admins = [await make_user("Admin") for _ in range(4)]
     clients = [(await http_as(app, workers_server, admin["id"]))[0] for admin in admins]
     async with stream(clients[0]) as a, stream(clients[1]) as b, stream(clients[2]) as c, stream(clients[3]) as d:
@@ -352,4 +351,19 @@ async def test_stopping_the_server_ends_open_streams_at_once(db, database_url, m
     assert app.stopped_in < 30, "the server waited for the stream instead of ending it"
     await opened.__aexit__(None, None, None)
     await http.aclose()
+    await app.db.dispose()
+
+
+async def test_the_server_answers_beside_twenty_open_streams(db, database_url, make_user):
+    """Streams hold no database connection, and the process listens once for all of them."""
+    app = create_app(make_config(database_url))
+    people = []
+    async with serving(app) as url, AsyncExitStack() as streams:
+        people = [(await http_as(app, url, (await make_user("Customer"))["id"]))[0] for _ in range(7)]
+        for http in (people * 3)[:20]:
+            await streams.enter_async_context(stream(http))
+        assert len(app.live.streams) == 20
+        assert (await people[0].get("/healthz")).status_code == 200
+    for http in people:
+        await http.aclose()
     await app.db.dispose()
