@@ -142,18 +142,20 @@ class Database:
         A new database gets every migration; an older one is upgraded in place. All of it
         runs in one write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory
         lock), so two processes starting at once migrate one after the other."""
-        await self.migrate("head")
-        async with self.write() as conn:
-            await ensure_roles(conn)
+        await self.migrate("head", then=ensure_roles)
 
-    async def migrate(self, revision: str = "head") -> None:
-        """Upgrade the schema to `revision` ("head", "0001", ...)."""
+    async def migrate(self, revision: str = "head", then=None) -> None:
+        """Upgrade the schema to `revision` ("head", "0001", ...), then `await then(conn)` in
+        the same transaction: under the same lock, so two processes starting at once cannot
+        both find a role missing and both add it."""
         # Another process may be migrating: its whole migration, not one transaction, is
         # what this one waits for (seconds on a busy machine; PostgreSQL's lock waits as long).
         async with self.write(lock_wait_ms=MIGRATION_WAIT_MS) as conn:
             if not self.is_sqlite:
                 await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7273620)")  # any fixed key
             await conn.run_sync(_upgrade, revision, self.audit_key)
+            if then is not None:
+                await then(conn)
 
     async def revision(self) -> str | None:
         """The schema revision the database is at (None before any migration)."""
