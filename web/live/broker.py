@@ -122,6 +122,7 @@ class Broker:
         self.db, self.config = db, config
         self.streams: set[Stream] = set()
         self.position: int | None = None  # the last event handed to the streams
+        self.mark: str | None = None  # its chain hash: another event there means another chain
         self.wake = asyncio.Event()
         self.listener = None  # PostgreSQL: the connection LISTENing
         self.stopping = False
@@ -195,12 +196,14 @@ class Broker:
             async with self.db.read() as conn:
                 head, pruned = await queries.head(conn)
                 if self.position is None:
-                    self.position = head
+                    self.position, self.mark = head, await queries.hash_at(conn, head)
                     return
-                if head < self.position:
-                    # The chain went back: a database restored (or emptied, between tests).
-                    # Its newest events go out again; browsers drop those they have.
+                if head < self.position or await queries.hash_at(conn, self.position) != self.mark:
+                    # Another chain: a database restored (or emptied, between tests), shorter or
+                    # grown past where this one was. Its newest events go out again; browsers
+                    # drop those they have.
                     self.position = max(pruned, head - BACKLOG)
+                    self.mark = await queries.hash_at(conn, self.position)
                 events = await queries.events_after(conn, self.position, BATCH)
             if not events:
                 return
@@ -210,7 +213,7 @@ class Broker:
                 for stream in list(self.streams):
                     if visible(event, stream.user_id, stream.role):
                         self.publish(stream, message)
-            self.position = events[-1].chain_position
+            self.position, self.mark = events[-1].chain_position, events[-1].chain_hash
             if len(events) < BATCH:
                 return
 
