@@ -122,7 +122,6 @@ class Broker:
         self.db, self.config = db, config
         self.streams: set[Stream] = set()
         self.position: int | None = None  # the last event handed to the streams
-        self.mark: str | None = None  # its chain hash: another event there means another chain
         self.wake = asyncio.Event()
         self.listener = None  # PostgreSQL: the connection LISTENing
         self.stopping = False
@@ -196,14 +195,12 @@ class Broker:
             async with self.db.read() as conn:
                 head, pruned = await queries.head(conn)
                 if self.position is None:
-                    self.position, self.mark = head, await queries.hash_at(conn, head)
+                    self.position = head
                     return
-                if head < self.position or await queries.hash_at(conn, self.position) != self.mark:
-                    # Another chain: a database restored (or emptied, between tests), shorter or
-                    # grown past where this one was. Its newest events go out again; browsers
-                    # drop those they have.
+                if head < self.position:
+                    # The chain went back: a database restored (or emptied, between tests).
+                    # Its newest events go out again; browsers drop those they have.
                     self.position = max(pruned, head - BACKLOG)
-                    self.mark = await queries.hash_at(conn, self.position)
                 events = await queries.events_after(conn, self.position, BATCH)
             if not events:
                 return
@@ -213,7 +210,7 @@ class Broker:
                 for stream in list(self.streams):
                     if visible(event, stream.user_id, stream.role):
                         self.publish(stream, message)
-            self.position, self.mark = events[-1].chain_position, events[-1].chain_hash
+            self.position = events[-1].chain_position
             if len(events) < BATCH:
                 return
 

@@ -9,7 +9,7 @@ from ..core.tables import audit_chain, audit_events, live_presence, sessions, us
 
 EVENT = (audit_events.c.chain_position, audit_events.c.occurred_at, audit_events.c.actor_id,
          audit_events.c.actor_name, audit_events.c.action, audit_events.c.target_type,
-         audit_events.c.target_id, audit_events.c.target_name, audit_events.c.chain_hash)
+         audit_events.c.target_id, audit_events.c.target_name)
 
 
 async def head(conn) -> tuple[int, int]:
@@ -17,12 +17,6 @@ async def head(conn) -> tuple[int, int]:
     row = (await conn.execute(select(audit_chain.c.position, audit_chain.c.checkpoint_position)
                               .where(audit_chain.c.id == 1))).first()
     return (row.position, row.checkpoint_position) if row else (0, 0)
-
-
-async def hash_at(conn, position: int) -> str | None:
-    """The chain hash of the event at `position` (None: no such event)."""
-    return (await conn.execute(select(audit_events.c.chain_hash)
-                               .where(audit_events.c.chain_position == position))).scalar()
 
 
 async def events_after(conn, position: int, limit: int):
