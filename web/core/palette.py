@@ -39,16 +39,25 @@ COMMANDS = (
 
 def may(method: str, path: str) -> bool:
     """Whether the signed-in person (or a visitor) may use this route."""
+    return _role_may(g.user.role if g.get("user") else ANONYMOUS, method, path)
+
+
+def _role_may(role: str, method: str, path: str) -> bool:
     try:
         endpoint, _ = current_app.url_map.bind("localhost").match(path, method=method)
     except HTTPException:  # no such route here, or not with this method
         return False
-    role = g.user.role if g.get("user") else ANONYMOUS
     return role in getattr(current_app.view_functions[endpoint], "allowed_roles", ())
 
 
 def commands() -> list[Command]:
-    return [command for command in COMMANDS if may(command.method, command.path)]
+    """The palette's commands for the person's role: the same for every page a role sees, so
+    matched against the routes once per role and app rather than on every page drawn."""
+    role = g.user.role if g.get("user") else ANONYMOUS
+    offered = current_app.extensions.setdefault("palette", {})
+    if role not in offered:
+        offered[role] = [command for command in COMMANDS if _role_may(role, command.method, command.path)]
+    return offered[role]
 
 
 def init_app(app) -> None:
