@@ -89,6 +89,9 @@
     } else if (message.type === "presence") {
       seen(data);
     } else if (message.type === "reload") {
+      // Too far behind, or the chain went back (a database restored): the view says it is
+      // out of date, and what comes after the head is new, even below where this page was.
+      if (typeof data.position === "number") last = data.position;
       behind();
     }
   }

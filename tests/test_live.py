@@ -18,12 +18,12 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from sqlalchemy import delete, select, update
 
-from conftest import QUIET, hypercorn, make_config
+from conftest import make_config
 from helpers import cookie_value, open_session, send, signed_in_as
 from web import create_app
 from web.core import audit_trail as audit
 from web.core.db import utcnow
-from web.core.tables import audit_events, live_presence, sessions, users
+from web.core.tables import audit_chain, audit_events, live_presence, sessions, users
 from web.live import broker as live_broker
 from web.live import stream as live_stream
 
@@ -179,7 +179,7 @@ async def test_a_resumed_stream_misses_nothing_and_repeats_nothing(served, make_
     # Too far behind (more than BACKLOG events, or events pruned since): reload, from the head.
     monkeypatch.setattr(live_broker, "BACKLOG", 2)
     async with stream(http, headers={"Last-Event-ID": str(first)}) as events:
-        assert await events.next_of("reload") == {"id": str(last)}
+        assert await events.next_of("reload") == {"position": last, "id": str(last)}
         newest = await change(app.db, "update", admin["id"])
         assert (await events.next_of("change"))["position"] == newest
     await http.aclose()
@@ -236,20 +236,45 @@ async def test_an_event_committed_after_a_later_one_is_still_delivered_once_in_c
     await http.aclose()
 
 
-@pytest.fixture
-def own_two_workers(database_url, db, tmp_path):
-    """Two Hypercorn workers started for this test: the session's shared server has seen other
-    tests' events, and its brokers know only the last position they sent, which a database
-    emptied between tests can reach again with another event (a known limit of the broker)."""
-    if db.is_sqlite:
+async def test_another_chain_under_the_server_is_followed(served, make_user):
+    """A database replaced under the server (restored from a backup, or emptied between tests):
+    its events are new all the same, whether its chain has grown as long as the one the broker
+    had followed or is shorter than what a stream had already passed on."""
+    app, url = served
+    admin = await make_user("Admin")
+    http, _ = await http_as(app, url, admin["id"])
+
+    async def replace_chain():
+        async with app.db.write() as conn:
+            await conn.execute(delete(audit_events))
+            await conn.execute(delete(audit_chain))
+
+    async with stream(http) as events:
+        first = await change(app.db, "update", admin["id"])
+        assert (await events.next_of("change"))["position"] == first
+    await replace_chain()
+    async with stream(http) as events:
+        again = await change(app.db, "update", admin["id"])
+        assert again == first  # grown as long: only its hash tells it apart
+        assert (await events.next_of("change"))["position"] == again
+        second = await change(app.db, "update", admin["id"])
+        assert (await events.next_of("change"))["position"] == second
+        await replace_chain()
+        shorter = await change(app.db, "update", admin["id"])
+        # This stream had passed on a higher position: it is told to reload from the new head,
+        # and the next event, at a position it had passed before, still reaches it.
+        assert (await events.next_of("reload"))["position"] == shorter
+        passed_before = await change(app.db, "update", admin["id"])
+        assert passed_before == second
+        assert (await events.next_of("change"))["position"] == passed_before
+    await http.aclose()
+
+
+async def test_a_change_committed_by_another_process_reaches_streams_on_each_worker(workers_server, app, make_user):
+    if app.db.is_sqlite:  # (its one-worker server is the session's, shared with other modules)
         pytest.skip("SQLite runs one worker")
-    with hypercorn(database_url, tmp_path, workers=2, **QUIET) as url:
-        yield url
-
-
-async def test_a_change_committed_by_another_process_reaches_streams_on_each_worker(own_two_workers, app, make_user):
     admins = [await make_user("Admin") for _ in range(4)]
-    clients = [(await http_as(app, own_two_workers, admin["id"]))[0] for admin in admins]
+    clients = [(await http_as(app, workers_server, admin["id"]))[0] for admin in admins]
     async with stream(clients[0]) as a, stream(clients[1]) as b, stream(clients[2]) as c, stream(clients[3]) as d:
         # Written by this test's process: neither worker commits it, so only NOTIFY tells them.
         position = await change(app.db, "update", admins[0]["id"])

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 from functools import partial
+from typing import NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -65,7 +66,13 @@ def change(event) -> tuple[int, str]:
 
 def reload(position: int) -> tuple[int, str]:
     # With an id, so that the browser's next reconnection starts from here, not behind again.
-    return position, f"id: {position}\nevent: reload\ndata: {{}}\n\n"
+    return position, f"id: {position}\nevent: reload\ndata: {json.dumps({'position': position})}\n\n"
+
+
+class Rewind(NamedTuple):
+    """For a stream that has passed on more than the chain now holds (a database restored under
+    the server): it sends a reload, and what comes after `position` is new again."""
+    position: int
 
 
 class Stream:
@@ -109,6 +116,10 @@ class Stream:
                 self.waiting = False
             if message is CLOSE:
                 return
+            if isinstance(message, Rewind):
+                self.last, text = reload(message.position)
+                yield text
+                continue
             position, text = message
             if position is not None:
                 if position <= self.last:
@@ -122,6 +133,7 @@ class Broker:
         self.db, self.config = db, config
         self.streams: set[Stream] = set()
         self.position: int | None = None  # the last event handed to the streams
+        self.mark: str | None = None  # its chain hash: another hash there means another chain
         self.wake = asyncio.Event()
         self.listener = None  # PostgreSQL: the connection LISTENing
         self.stopping = False
@@ -195,12 +207,18 @@ class Broker:
             async with self.db.read() as conn:
                 head, pruned = await queries.head(conn)
                 if self.position is None:
-                    self.position = head
+                    self.position, self.mark = head, await queries.mark(conn, head)
                     return
-                if head < self.position:
-                    # The chain went back: a database restored (or emptied, between tests).
-                    # Its newest events go out again; browsers drop those they have.
+                if head < self.position or await queries.mark(conn, self.position) != self.mark:
+                    # Another chain: a database restored (or emptied, between tests), shorter
+                    # than this one was or grown as long. Its newest events go out again;
+                    # streams and browsers drop those they have, and a stream that had passed on
+                    # more than this chain holds is told to reload.
                     self.position = max(pruned, head - BACKLOG)
+                    self.mark = await queries.mark(conn, self.position)
+                    for stream in list(self.streams):
+                        if stream.last > head:
+                            self.publish(stream, Rewind(head))
                 events = await queries.events_after(conn, self.position, BATCH)
             if not events:
                 return
@@ -210,7 +228,7 @@ class Broker:
                 for stream in list(self.streams):
                     if visible(event, stream.user_id, stream.role):
                         self.publish(stream, message)
-            self.position = events[-1].chain_position
+            self.position, self.mark = events[-1].chain_position, events[-1].chain_hash
             if len(events) < BATCH:
                 return
 

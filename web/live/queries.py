@@ -9,7 +9,7 @@ from ..core.tables import audit_chain, audit_events, live_presence, sessions, us
 
 EVENT = (audit_events.c.chain_position, audit_events.c.occurred_at, audit_events.c.actor_id,
          audit_events.c.actor_name, audit_events.c.action, audit_events.c.target_type,
-         audit_events.c.target_id, audit_events.c.target_name)
+         audit_events.c.target_id, audit_events.c.target_name, audit_events.c.chain_hash)
 
 
 async def head(conn) -> tuple[int, int]:
@@ -17,6 +17,17 @@ async def head(conn) -> tuple[int, int]:
     row = (await conn.execute(select(audit_chain.c.position, audit_chain.c.checkpoint_position)
                               .where(audit_chain.c.id == 1))).first()
     return (row.position, row.checkpoint_position) if row else (0, 0)
+
+
+async def mark(conn, position: int) -> str | None:
+    """The chain hash at `position`, which tells this chain from another one grown as long (a
+    database restored or replaced): None when there is no such place any more."""
+    found = (await conn.execute(select(audit_events.c.chain_hash)
+                                .where(audit_events.c.chain_position == position))).scalar()
+    if found is None:  # pruned up to there, or the empty chain
+        found = (await conn.execute(select(audit_chain.c.checkpoint_hash).where(
+            audit_chain.c.id == 1, audit_chain.c.checkpoint_position == position))).scalar()
+    return "" if found is None and position == 0 else found
 
 
 async def events_after(conn, position: int, limit: int):
