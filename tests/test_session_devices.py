@@ -70,3 +70,11 @@ async def test_an_admin_sees_a_users_devices_by_name_and_age(app, db, make_user)
     assert "Safari on iPhone" in listed and "3 hours ago" in listed and "This device" not in listed
     own = element_html(await page(admin_client, f"/users/{admin['id']}"), "user-sessions")
     assert "This device" in own
+
+
+async def test_the_device_patterns_are_compiled_as_the_server_starts(app, monkeypatch):
+    """Not on the event loop, in the first page that names a device (a third of a second)."""
+    import ua_parser
+    monkeypatch.delitem(vars(ua_parser), "parser", raising=False)
+    async with app.test_app():
+        assert "parser" in vars(ua_parser)

@@ -1,5 +1,6 @@
 """Template filters written in Python: called once per table cell, they must be cheap
 (a Jinja macro call costs several times more in async mode)."""
+import asyncio
 from datetime import datetime
 
 import humanize
@@ -54,3 +55,9 @@ def init_app(app):
     app.add_template_filter(when)
     app.add_template_filter(ago)
     app.add_template_filter(device)
+
+    @app.before_serving
+    async def compile_device_patterns():
+        # ua-parser compiles its patterns on first use, a third of a second or more: in a
+        # thread as the server starts, not on the event loop in the first page naming a device.
+        await asyncio.to_thread(device, "warm-up")
