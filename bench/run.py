@@ -5,11 +5,16 @@
     .venv/bin/python bench/run.py --workers 2 --database-url postgresql+asyncpg://…/empty_db
     .venv/bin/python bench/run.py --users 2000 --duration 2 --smoke   # the plumbing only
     .venv/bin/python bench/run.py --runs 3                # the median of three whole runs
+    .venv/bin/python bench/run.py --peers --runs 3        # the whole /users page against SQLAdmin and
+                                                          # a Flask-Security-Too app (bench/peers/)
 
 It creates the database with `run.py demo-data` and an admin with `run.py create-admin`,
 starts `run.py serve` with GATEHOUSE_BENCH=1 (which adds the ceiling endpoint), logs in,
 runs each scenario with wrk (bench/*.lua carry the cookie and the CSRF header), prints a
 table, writes bench/results/<timestamp>.json, and stops the server. See docs/PERFORMANCE.md.
+With --peers it serves one 10,000-user SQLite file with Gatehouse and then with each peer app
+(their own venvs, bench/peers/venvs.py), checks that all list the same 50 usernames first,
+and drives each one's whole users page with the same wrk settings.
 """
 import argparse
 import asyncio
@@ -23,19 +28,23 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import closing
 from datetime import datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Callable, NamedTuple
 from urllib.parse import urlencode
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+PEERS = BENCH / "peers"
 sys.path.insert(0, str(ROOT))
 
 ADMIN = "benchadmin"
@@ -44,6 +53,8 @@ TARGETS = {  # share of the ceiling's requests/s, or an absolute limit
     "storm_p99_ratio": 3.0, "rss_mb": 150, "first_load_kb": 60,
 }
 SEARCH = "ada"
+# Gatehouse's requests/s over each peer's, for the whole users page (issue 15).
+PEER_TARGETS = {"sqladmin": 10.0, "flask-security": 6.0}
 
 
 def log(message: str) -> None:
@@ -137,6 +148,7 @@ def cookie_header(jar: dict) -> str:
 
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+FORM_CSRF_RE = re.compile(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"')  # WTForms' order
 
 
 # ---- the database, the server, the session ------------------------------------------------
@@ -182,21 +194,27 @@ async def pick_rows(database_url: str, save_rows: int, storm_users: int) -> dict
     }
 
 
-LISTENING = re.compile(rb"Running on http://127\.0\.0\.1:(\d+) ")
+# Hypercorn, uvicorn and gunicorn each log where they listen.
+LISTENING = re.compile(rb"(?:Running on|running on|Listening at:) http://127\.0\.0\.1:(\d+) ")
 
 
 class Server:
-    """`run.py serve` (which execs Hypercorn) in its own process group. With port 0 the system
-    gives Hypercorn a free port, which it logs: nothing else can take it in between, as it could
-    when a port was found free first and bound later."""
+    """A server in its own process group: `run.py serve` (which execs Hypercorn), or a peer app.
+    With port 0 the system gives it a free port, which it logs: nothing else can take it in
+    between, as it could when a port was found free first and bound later. It is up when `ready`
+    answers 200."""
 
-    def __init__(self, env: dict, port: int, workers: int, log_path: Path):
-        self.port = None  # known once Hypercorn says where it listens (port 0: a free one)
+    def __init__(self, command: list[str], env: dict, log_path: Path, cwd: Path = ROOT, ready: str = "/healthz"):
+        self.port = None  # known once the server says where it listens (port 0: a free one)
+        self.ready = ready
         self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "run.py", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    @classmethod
+    def gatehouse(cls, env: dict, port: int, workers: int, log_path: Path) -> "Server":
+        return cls([sys.executable, "run.py", "serve", "--host", "127.0.0.1", "--port", str(port),
+                    "--workers", str(workers)], env, log_path)
 
     def wait_until_up(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -206,7 +224,7 @@ class Server:
             if self.port is None and (found := LISTENING.search(Path(self.log.name).read_bytes())):
                 self.port = int(found.group(1))
             try:
-                if self.port and http(self.port, "GET", "/healthz").status == 200:
+                if self.port and http(self.port, "GET", self.ready).status == 200:
                     return
             except OSError:
                 pass
@@ -346,6 +364,181 @@ class LoginStorm:
                 "logins_per_s": len(ordered) / self.seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
 
 
+# ---- peers: the same users page in the tools people would pick instead ---------------------
+
+def sqladmin_log_in(port: int, password: str) -> str:
+    reply = http(port, "POST", "/admin/login", form={"username": ADMIN, "password": password})
+    if reply.status != 302 or "session" not in reply.cookies():
+        raise SystemExit(f"logging in to SQLAdmin answered {reply.status}")
+    return cookie_header(reply.cookies())
+
+
+def flask_security_log_in(port: int, password: str) -> str:
+    page = http(port, "GET", "/login")
+    jar = page.cookies()
+    reply = http(port, "POST", "/login", {"Cookie": cookie_header(jar)}, form={
+        "email": f"{ADMIN}@example.com", "password": password,
+        "csrf_token": FORM_CSRF_RE.search(page.text).group(1)})
+    if reply.status != 302 or reply.header("location") != "/users":
+        raise SystemExit(f"logging in to Flask-Security-Too answered {reply.status} to {reply.header('location')}")
+    jar.update(reply.cookies())
+    return cookie_header(jar)
+
+
+class PeerApp(NamedTuple):
+    title: str
+    command: tuple[str, ...]  # the first word is in the peer's venv
+    ready: str  # answers 200 once the app serves
+    page: str  # the users page: the first 50 live users by lower(username)
+    log_in: Callable[[int, str], str]  # (port, the admin's password) -> Cookie header
+
+
+PEER_APPS = {
+    "sqladmin": PeerApp(
+        "SQLAdmin (uvicorn)",
+        ("uvicorn", "sqladmin_app:app", "--host", "127.0.0.1", "--port", "0", "--workers", "1", "--no-access-log"),
+        "/admin/login", "/admin/user/list", sqladmin_log_in),
+    "flask-security": PeerApp(
+        "Flask-Security-Too (gunicorn)",
+        ("gunicorn", "--workers", "1", "--worker-class", "sync", "--bind", "127.0.0.1:0", "--no-control-socket",
+         "fst_app:app"),
+        "/login", "/users", flask_security_log_in),
+}
+
+
+def live_usernames(database: Path) -> list[str]:
+    """Every live username in the order the users pages list them."""
+    with closing(sqlite3.connect(database)) as db:
+        return [name for name, in db.execute(
+            "SELECT username FROM users WHERE deleted_at IS NULL ORDER BY lower(username), id")]
+
+
+USERNAME_TOKEN = re.compile(r"(?<![\w.+-])[\w.+-]+(?![\w.+@-])")  # not an email's local part
+
+
+def listed_usernames(html: str, known: set[str], viewer: str) -> list[str]:
+    """The usernames a page lists, in order, whatever its markup: the words that are usernames,
+    each once, except the viewer's own (in the page's header)."""
+    seen = {}
+    for word in USERNAME_TOKEN.findall(html):
+        if word in known and word != viewer:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+def check_same_usernames(listed: dict[str, list[str]], expected: list[str]) -> None:
+    """Every app lists exactly `expected`, in order: the pages measured show the same rows."""
+    for app, names in listed.items():
+        if names != expected:
+            raise SystemExit(f"{app} lists {len(names)} usernames on the measured page where the database's "
+                             f"first {len(expected)} are expected: {names[:3]}… instead of {expected[:3]}…")
+
+
+def peer_ratios(scenarios: dict) -> dict:
+    """Gatehouse's requests/s over each peer's."""
+    gatehouse = scenarios["gatehouse"]["rps"]
+    return {name: gatehouse / (scenarios[name]["rps"] or 1) for name in scenarios
+            if name in PEER_APPS}
+
+
+def run_peers(args) -> dict:
+    if args.peer_apps:  # their venvs, installed or checked (bench/peers/venvs.py)
+        subprocess.run([sys.executable, str(PEERS / "venvs.py"), *args.peer_apps], check=True)
+    workdir = Path(tempfile.mkdtemp(prefix="gatehouse-peers-"))
+    database = workdir / "bench.sqlite3"
+    env = bench_env(f"sqlite+aiosqlite:///{database}")
+    log(f"Creating {args.users:,} demo users (SQLite in {workdir})…")
+    run_cli(env, "demo-data", "--users", str(args.users))
+    password = secrets.token_urlsafe(24)
+    run_cli(env, "create-admin", "--username", ADMIN, "--email", f"{ADMIN}@example.com", stdin=password + "\n")
+    names = live_usernames(database)
+    expected, known = names[:50], set(names)
+    signed_in = {"BENCH_ACCEPT_ENCODING": "gzip, deflate, br"}  # a browser's first load, for all
+    peer_env = {**os.environ, "DATABASE_PATH": str(database), "SECRET_KEY": secrets.token_urlsafe(48)}
+    scenarios, listed = {}, {}
+
+    def measure(name: str, title: str, server: Server, path: str, log_in) -> None:
+        try:
+            server.wait_until_up()
+            cookie = log_in(server.port)
+            listed[name] = listed_usernames(http(server.port, "GET", path, {"Cookie": cookie}).text, known, ADMIN)
+            check_same_usernames({title: listed[name]}, expected)
+            if name == "gatehouse":
+                log("  ceiling: /bench/ceiling")
+                scenarios["ceiling"] = wrk(args, server.port, workdir, "ceiling", "/bench/ceiling", "get.lua", signed_in)
+                scenarios["ceiling"]["title"] = "ceiling (Gatehouse, 5 KB, no db)"
+            log(f"  {title}: {path}")
+            scenarios[name] = wrk(args, server.port, workdir, name, path, "get.lua", {**signed_in, "BENCH_COOKIE": cookie})
+            scenarios[name]["title"] = title
+        finally:
+            server.stop()
+
+    log(f"Load: wrk, {args.connections} connections, {args.threads} threads, {args.duration} s each, "
+        "the whole users page (no HX-Request)")
+    try:
+        measure("gatehouse", "Gatehouse (Hypercorn)", Server.gatehouse(env, args.port, 1, workdir / "gatehouse.log"),
+                "/users", lambda port: log_in(port, ADMIN, password)["cookie"])
+        for name in args.peer_apps:
+            peer = PEER_APPS[name]
+            server = Server([str(PEERS / ".venvs" / name / "bin" / peer.command[0]), *peer.command[1:]], peer_env,
+                            workdir / f"{name}.log", cwd=PEERS, ready=peer.ready)
+            measure(name, peer.title, server, peer.page, lambda port: peer.log_in(port, password))
+    except BaseException:
+        log(f"Stopped early: the database and the servers' logs are in {workdir}")
+        raise
+
+    results = {
+        "when": datetime.now().isoformat(timespec="seconds"), "smoke": args.smoke, "machine": machine(),
+        "settings": {"users": len(names), "database": "sqlite", "workers": 1, "connections": args.connections,
+                     "threads": args.threads, "duration_s": args.duration, "page_size": len(expected)},
+        "usernames": expected, "scenarios": scenarios, "targets": PEER_TARGETS,
+    }
+    results["ratios"] = peer_ratios(scenarios)
+    results["checks"] = peer_checks(results["ratios"])
+    path = Path(args.out) if args.out and args.runs == 1 else \
+        BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-peers.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(peers_table(results))
+    log(f"Results: {path}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def peer_checks(ratios: dict) -> dict:
+    return {name: {"value": ratio, "target": PEER_TARGETS[name], "kind": ">="} for name, ratio in ratios.items()}
+
+
+def peers_median_of(runs: list[dict]) -> dict:
+    """Each figure's median over `runs`; the ratios are the medians of each run's ratio (both
+    sides of a ratio measured in the same minute of the same run)."""
+    result = copy.deepcopy(runs[0])
+    median_scenarios(result, runs)
+    result["ratios"] = {name: statistics.median(r["ratios"][name] for r in runs) for name in result["ratios"]}
+    result["checks"] = peer_checks(result["ratios"])
+    result["when"] = f"median of {len(runs)} runs, {runs[0]['when']} to {runs[-1]['when']}"
+    result["runs"] = [r["when"] for r in runs]
+    return result
+
+
+def peers_table(r: dict) -> str:
+    s, st, m = r["scenarios"], r["settings"], r["machine"]
+    lines = [f"\nThe whole users page against peers {r['when']}{' (smoke)' if r['smoke'] else ''}: {m['cores']} cores "
+             f"{m['cpu_model']}, Python {m['python']}, {st['users']:,} users, SQLite, one worker each, first "
+             f"{st['page_size']} by username, wrk -c{st['connections']} -t{st['threads']} -d{st['duration_s']}s",
+             f"{'app':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'KB/page':>8}  Gatehouse ×"]
+    for name, d in s.items():
+        ratio = f"{r['ratios'][name]:.1f}" if name in r["ratios"] else ""
+        errors = sum(d["errors"].values())
+        lines.append(f"{d['title'][:34]:34} {d['rps']:9,.0f} {d['p50_ms']:8.1f} {d['p99_ms']:8.1f} "
+                     f"{d['bytes'] / (d['requests'] or 1) / 1024:8.1f}  {ratio}"
+                     + (f"  {errors} errors {d['errors']}" if errors else ""))
+    lines.append("targets: " + (", ".join(
+        f"{name} {v['value']:.1f}x {v['kind']} {v['target']}x {'ok' if ok(v) else 'MISSED'}"
+        for name, v in r["checks"].items()) or "none (Gatehouse alone)"))
+    return "\n".join(lines)
+
+
 # ---- the run -------------------------------------------------------------------------------
 
 def machine() -> dict:
@@ -361,9 +554,9 @@ def machine() -> dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--users", type=int, default=100_000, help="demo users in the fresh database (default 100,000)")
+    p.add_argument("--users", type=int, help="demo users in the fresh database (default 100,000; --peers: 10,000)")
     p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
-    p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    p.add_argument("--connections", type=int, help="wrk connections (default 16; --peers: 8)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--workers", type=int, default=1, help="Hypercorn workers (default 1; use PostgreSQL for more)")
     p.add_argument("--storm-clients", type=int, default=16, help="concurrent logins in the storm (default 16)")
@@ -375,9 +568,21 @@ def parse_args(argv=None):
     p.add_argument("--runs", type=int, default=1,
                    help="repeat the whole benchmark (fresh database, fresh server) and report each "
                         "figure's median; --out then receives the median (default 1)")
+    p.add_argument("--peers", action="store_true",
+                   help="the whole users page of Gatehouse against peer apps (bench/peers/; installs their "
+                        "venvs on first use), on one SQLite file, one worker each")
+    p.add_argument("--peer-apps", type=lambda text: [name for name in text.split(",") if name],
+                   default=list(PEER_APPS), metavar="NAMES",
+                   help=f"with --peers: which, comma-separated (default {','.join(PEER_APPS)}; empty: Gatehouse alone)")
     args = p.parse_args(argv)
     if args.runs < 1 or (args.runs > 1 and args.database_url):
         p.error("--runs takes 1 or more, and more than 1 only with the fresh SQLite database of each run")
+    if args.peers and (args.database_url or args.workers != 1):
+        p.error("--peers serves a fresh SQLite file with one worker per app")
+    if unknown := set(args.peer_apps) - set(PEER_APPS):
+        p.error(f"--peer-apps: no peer app named {', '.join(sorted(unknown))}")
+    args.users = args.users or (10_000 if args.peers else 100_000)
+    args.connections = args.connections or (8 if args.peers else 16)
     return args
 
 
@@ -386,21 +591,29 @@ def main(argv=None) -> int:
     if shutil.which("wrk") is None:
         log("wrk is not installed: apt-get install -y wrk")
         return 2
-    runs = [run_once(args) for _ in range(args.runs)]
+    if args.peers:
+        bench, combine, show, suffix = run_peers, peers_median_of, peers_table, "-peers"
+    else:
+        bench, combine, show, suffix = run_once, median_of, table, ""
+    runs = [bench(args) for _ in range(args.runs)]
     if args.runs > 1:
-        median = median_of(runs)
-        path = Path(args.out) if args.out else BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-median.json"
+        median = combine(runs)
+        path = Path(args.out) if args.out else BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}{suffix}-median.json"
         path.write_text(json.dumps(median, indent=2) + "\n")
-        print(table(median))
+        print(show(median))
         log(f"Median of {args.runs} runs: {path}")
     return 0
+
+
+def bench_env(database_url: str) -> dict:
+    return {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": secrets.token_urlsafe(48),
+            "GATEHOUSE_ENV": "development", "GATEHOUSE_BENCH": "1"}
 
 
 def run_once(args) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
     database_url = args.database_url or f"sqlite+aiosqlite:///{workdir / 'bench.sqlite3'}"
-    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": secrets.token_urlsafe(48),
-           "GATEHOUSE_ENV": "development", "GATEHOUSE_BENCH": "1"}
+    env = bench_env(database_url)
     if args.database_url:
         asyncio.run(require_empty(database_url))
 
@@ -414,7 +627,7 @@ def run_once(args) -> dict:
     log(f"  done in {time.perf_counter() - started:.0f} s")
     (workdir / "save-ids.txt").write_text("".join(f"{i} {v}\n" for i, v in rows["save"]))
 
-    server = Server(env, args.port, args.workers, workdir / "server.log")
+    server = Server.gatehouse(env, args.port, args.workers, workdir / "server.log")
     try:
         return run_scenarios(args, workdir, server, rows, admin_password, demo_password)
     except BaseException:
@@ -488,8 +701,24 @@ def median_of(runs: list[dict]) -> dict:
     def median(get):
         return statistics.median(get(r) for r in runs)
     result = copy.deepcopy(runs[0])
+    median_scenarios(result, runs)
+    for key in ("peak_rss_kb", "peak_rss_kb_before_storm"):
+        result[key] = {"median": median(lambda r: max(r[key].values()))}
+    for key in ("wire_bytes", "uncompressed_bytes"):
+        result["first_load"][key] = median(lambda r: r["first_load"][key])
+    result["when"] = f"median of {len(runs)} runs, {runs[0]['when']} to {runs[-1]['when']}"
+    result["runs"] = [r["when"] for r in runs]
+    result["checks"] = checks(result)
+    return result
+
+
+def median_scenarios(result: dict, runs: list[dict]) -> None:
+    """Each scenario's figures in `result` made their median over `runs`; errors, conflicts and
+    failed logins summed."""
+    def median(get):
+        return statistics.median(get(r) for r in runs)
     for name, scenario in result["scenarios"].items():
-        for key in ("requests", "duration_us", "rps", "p50_ms", "p99_ms", "saved"):
+        for key in ("requests", "duration_us", "bytes", "rps", "p50_ms", "p99_ms", "saved"):
             if key in scenario:
                 scenario[key] = median(lambda r: r["scenarios"][name][key])
         for key in ("conflicts", "other"):
@@ -502,14 +731,6 @@ def median_of(runs: list[dict]) -> dict:
             for key in ("logins", "logins_per_s", "p99_ms"):
                 logins[key] = median(lambda r: r["scenarios"][name]["logins"][key])
             logins["failures"] = sum(r["scenarios"][name]["logins"]["failures"] for r in runs)
-    for key in ("peak_rss_kb", "peak_rss_kb_before_storm"):
-        result[key] = {"median": median(lambda r: max(r[key].values()))}
-    for key in ("wire_bytes", "uncompressed_bytes"):
-        result["first_load"][key] = median(lambda r: r["first_load"][key])
-    result["when"] = f"median of {len(runs)} runs, {runs[0]['when']} to {runs[-1]['when']}"
-    result["runs"] = [r["when"] for r in runs]
-    result["checks"] = checks(result)
-    return result
 
 
 async def require_empty(url: str) -> None:
