@@ -37,8 +37,8 @@ from web.core.db import Database
 DEMO_USERS_ON_FIRST_START = 250
 
 
-def progress(done: int, total: int) -> None:
-    print(f"\r  {done:,} / {total:,} users", end="" if done < total else "\n", file=sys.stderr, flush=True)
+def progress(done: int, total: int, what: str = "users") -> None:
+    print(f"\r  {done:,} / {total:,} {what}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
 
 async def create_admin(db: Database, username: str, email: str, password: str) -> int:
@@ -58,12 +58,16 @@ async def create_admin(db: Database, username: str, email: str, password: str) -
     return user_id
 
 
-async def demo_data(db: Database, count: int) -> str:
-    """Adds `count` users sharing one fresh random password, which is returned."""
+async def demo_data(db: Database, count: int, events: int = 0) -> str:
+    """Adds `count` users sharing one fresh random password, which is returned, then `events`
+    audit events by and about the users, sealed into the chain."""
     from web.accounts import passwords
     from web.core import demo
     password = secrets.token_urlsafe(12)
-    await demo.add_demo_users(db, count, await passwords.hash_password(password), progress=progress)
+    if count:
+        await demo.add_demo_users(db, count, await passwords.hash_password(password), progress=progress)
+    if events:
+        await demo.add_demo_events(db, events, progress=lambda done, total: progress(done, total, "events"))
     return password
 
 
@@ -146,12 +150,18 @@ def cmd_create_admin(config: Config, args) -> int:
 
 
 def cmd_demo_data(config: Config, args) -> int:
-    if args.users < 1:
-        print("--users must be at least 1", file=sys.stderr)
+    if args.users < 0 or args.audit_events < 0 or not args.users + args.audit_events:
+        print("--users must be at least 1 (or 0 with --audit-events)", file=sys.stderr)
         return 2
-
-    password = on_database(config, lambda db: demo_data(db, args.users))
-    print(f"Added {args.users:,} demo users; their password is {password}", file=sys.stderr)
+    try:
+        password = on_database(config, lambda db: demo_data(db, args.users, args.audit_events))
+    except ValueError as error:
+        print(f"demo-data: {error}", file=sys.stderr)
+        return 2
+    if args.users:
+        print(f"Added {args.users:,} demo users; their password is {password}", file=sys.stderr)
+    if args.audit_events:
+        print(f"Added {args.audit_events:,} audit events, sealed into the chain", file=sys.stderr)
     return 0
 
 
@@ -372,6 +382,8 @@ def parser() -> argparse.ArgumentParser:
     admin.set_defaults(run=cmd_create_admin)
     demo = command("demo-data", "Add realistic fake users sharing one random password, which is printed.")
     demo.add_argument("--users", type=int, default=1000, help="how many (default 1000)")
+    demo.add_argument("--audit-events", type=int, default=0, metavar="N",
+                      help="also N audit events by and about the users over two years, sealed into the chain")
     demo.set_defaults(run=cmd_demo_data)
     command("schema", "Print the schema as SQL (what schema.sql holds).").set_defaults(run=cmd_schema)
     command("purge-expired", "Delete sessions past their lifetime and throttle counts past their window "
