@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.util import await_only
 
 from .config import ROOT
+from .quick import Lane, QuickConnection
 from .tables import ROLES, roles
 
 MIGRATIONS = ROOT / "migrations"
@@ -92,7 +93,8 @@ class Database:
         self.url = url
         # AUDIT_HMAC_KEY: the audit trail's chain is then an HMAC (audit_trail.py).
         self.audit_key = audit_key
-        if url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:"):
+        sqlite_file = url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:")
+        if sqlite_file:
             # One writer at a time and two or so cores: more connections only add a page
             # cache each (~2 MB when warm) and contention, not throughput (docs/PERFORMANCE.md).
             engine_args = {"pool_size": 5, "max_overflow": 0, **engine_args}
@@ -105,6 +107,9 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+        # Short reads on the event loop's thread (quick.py): a file, which a connection of its
+        # own sees as the others do.
+        self._lane = Lane(url) if sqlite_file else None
 
     @asynccontextmanager
     async def read(self):
@@ -112,6 +117,23 @@ class Database:
         that must see several tables at one instant asks for it in one statement."""
         async with self.engine.connect() as conn:
             yield conn
+
+    @property
+    def sync_engines(self) -> list:
+        """Every engine statements run through (the fast lane's too): what a listener for
+        SQLAlchemy's statement events must watch."""
+        return [self.engine.sync_engine] + ([self._lane.engine] if self._lane else [])
+
+    @asynccontextmanager
+    async def quick(self):
+        """A connection for short indexed reads (a session, a page by keyset, a row by id): on
+        SQLite they run on the event loop's thread while they stay short, and any other
+        goes through read()'s thread (quick.py). Each statement reads its own snapshot."""
+        if self._lane is None:
+            async with self.read() as conn:
+                yield conn
+        else:
+            yield QuickConnection(self._lane, self.engine, self.read)
 
     @asynccontextmanager
     async def write(self, lock_wait_ms: int = 0):
@@ -168,6 +190,8 @@ class Database:
             await conn.exec_driver_sql("SELECT 1")
 
     async def dispose(self) -> None:
+        if self._lane is not None:
+            self._lane.close()
         await self.engine.dispose()
 
 
