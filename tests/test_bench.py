@@ -101,3 +101,76 @@ def test_several_runs_need_fresh_sqlite_databases():
     result = subprocess.run([sys.executable, "bench/run.py", "--runs", "2", "--database-url", "postgresql+asyncpg://x/y"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--runs" in result.stderr
+
+
+# ---- --peers: Gatehouse's whole users page against peer apps --------------------------------
+# The peer apps need their own venvs (bench/peers/venvs.py installs them from PyPI), which a
+# test run must not install: the smoke run serves Gatehouse alone (--peer-apps ""), which
+# covers the database, the username check on Gatehouse's real page, wrk and the table; the
+# peers' side is tested below on pages as SQLAdmin's and Flask-Security-Too's look.
+
+@pytest.fixture(scope="module")
+def peers_smoke_run(tmp_path_factory):
+    if shutil.which("wrk") is None:
+        skip_or_fail("wrk is not installed (apt-get install -y wrk)", "REQUIRE_BROWSER")
+    out = tmp_path_factory.mktemp("bench") / "peers.json"
+    result = subprocess.run(
+        [sys.executable, "bench/run.py", "--peers", "--peer-apps", "", "--users", "300", "--duration", "1",
+         "--connections", "2", "--smoke", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text()), result.stdout
+
+
+def test_peers_run_measures_gatehouses_whole_page_after_checking_its_first_50_usernames(peers_smoke_run):
+    results, stdout = peers_smoke_run
+    assert set(results["scenarios"]) == {"ceiling", "gatehouse"}
+    for name, scenario in results["scenarios"].items():
+        assert scenario["requests"] > 0 and scenario["rps"] > 0, name
+        assert sum(scenario["errors"].values()) == 0, (name, scenario["errors"])
+    names = results["usernames"]
+    assert len(names) == 50 and names == sorted(names, key=str.lower)
+    assert results["ratios"] == {} and "Gatehouse (Hypercorn)" in stdout and "Gatehouse ×" in stdout
+
+
+SQLADMIN_ROW = '<tr><td><input type="checkbox"></td><td>{name}</td><td>{name}@example.com</td><td>Customer</td></tr>'
+FST_ROW = "<tr>\n<td>{name}</td>\n<td>{name}@mail.example.com</td>\n<td>Customer</td>\n</tr>"
+
+
+@pytest.mark.parametrize("row", [SQLADMIN_ROW, FST_ROW])
+def test_listed_usernames_are_the_usernames_a_page_shows_in_order_not_emails_nor_the_viewer(row):
+    bench = load_bench()
+    page = '<header><span>benchadmin</span> Customer</header><table>' + \
+        "".join(row.format(name=name) for name in ("ann.b", "ann.c-2", "bo")) + "</table>"
+    known = {"ann.b", "ann.c-2", "bo", "ann", "benchadmin", "zed"}
+    assert bench.listed_usernames(page, known, viewer="benchadmin") == ["ann.b", "ann.c-2", "bo"]
+
+
+def test_a_page_listing_other_rows_or_another_order_stops_the_run():
+    bench = load_bench()
+    expected = ["ann", "bo", "cy"]
+    bench.check_same_usernames({"Gatehouse": expected, "SQLAdmin": list(expected)}, expected)
+    for listed in (["ann", "cy", "bo"], ["ann", "bo"], ["ann", "bo", "cy", "dee"]):
+        with pytest.raises(SystemExit, match="SQLAdmin lists"):
+            bench.check_same_usernames({"Gatehouse": expected, "SQLAdmin": listed}, expected)
+
+
+def test_peer_ratios_are_gatehouses_requests_over_each_peers_and_their_median_is_per_run():
+    bench = load_bench()
+
+    def run(gatehouse, sqladmin, fst):
+        scenarios = {name: {"rps": rps, "requests": rps, "duration_us": 1e6, "bytes": 1024 * rps, "p50_ms": 1.0,
+                            "p99_ms": 2.0, "errors": {"status": 0}, "title": name}
+                     for name, rps in (("ceiling", 1000), ("gatehouse", gatehouse), ("sqladmin", sqladmin),
+                                       ("flask-security", fst))}
+        return {"when": str(gatehouse), "smoke": True, "scenarios": scenarios, "ratios": bench.peer_ratios(scenarios),
+                "settings": {"users": 10_001, "connections": 8, "threads": 2, "duration_s": 10, "page_size": 50},
+                "machine": {"cores": 2, "cpu_model": "cpu", "python": "3.11"}}
+    runs = [run(300, 30, 50), run(100, 20, 10), run(200, 10, 100)]
+    assert runs[0]["ratios"] == {"sqladmin": 10.0, "flask-security": 6.0}
+    median = bench.peers_median_of(runs)
+    # each run's ratio, then their median: 10, 5, 20 and 6, 10, 2
+    assert median["ratios"] == {"sqladmin": 10.0, "flask-security": 6.0}
+    assert median["scenarios"]["gatehouse"]["rps"] == 200 and median["scenarios"]["sqladmin"]["rps"] == 20
+    assert all(check["value"] >= check["target"] for check in median["checks"].values())
+    assert "sqladmin 10.0x >= 10.0x ok" in bench.peers_table(median)
