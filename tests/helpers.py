@@ -241,12 +241,13 @@ async def page_and_statements(app, client, url: str) -> tuple[str, list[tuple[st
     def remember(conn, cursor, statement, parameters, context, executemany):
         statements.append((statement, parameters))
 
-    engine = app.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", remember)
+    for engine in app.db.sync_engines:
+        event.listen(engine, "before_cursor_execute", remember)
     try:
         body = await page(client, url)
     finally:
-        event.remove(engine, "before_cursor_execute", remember)
+        for engine in app.db.sync_engines:
+            event.remove(engine, "before_cursor_execute", remember)
     return body, statements
 
 

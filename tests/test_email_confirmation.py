@@ -178,12 +178,13 @@ async def test_the_banner_costs_no_query_of_its_own(app, client, db, make_user):
 
     def remember(conn, cursor, statement, *args):
         statements.append(statement)
-    engine = app.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", remember)
+    for engine in app.db.sync_engines:
+        event.listen(engine, "before_cursor_execute", remember)
     try:
         response = await client.get("/no-such-page")
     finally:
-        event.remove(engine, "before_cursor_execute", remember)
+        for engine in app.db.sync_engines:
+            event.remove(engine, "before_cursor_execute", remember)
     assert response.status_code == 404 and BANNER in await text(response)
     # Besides it, a test client (no live broker running) reads the chain head the page's live
     # stream starts at; a serving worker has it in memory.

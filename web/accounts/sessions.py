@@ -65,7 +65,7 @@ SESSION_USER = (
 async def load(db, token: str, config) -> CurrentUser | None:
     """The active user behind a session token, or None; keeps the session alive."""
     sid, now = session_id(token), utcnow()
-    async with db.read() as conn:
+    async with db.quick() as conn:
         row = (await conn.execute(SESSION_USER, {"sid": sid, "now": now})).first()
     if row is None:
         return None

@@ -52,7 +52,7 @@ def undo_url(user_id: int, back: str) -> str:
 
 async def table_page(status=200, view: TableState | None = None, **context):
     view = view or TableState.from_args(request.args)
-    async with current_app.db.read() as conn:
+    async with current_app.db.quick() as conn:
         page = await load_page(conn, view)
     context.setdefault("editing", None)
     context.setdefault("creating", None)
@@ -81,7 +81,7 @@ async def with_summary(back: str, block: str | None = None, **context):
     view = table_on_page(back)
     if view is None:
         return await row_fragment(block, view=view_from_back(back), **context) if block else ("", 204)
-    async with current_app.db.read() as conn:
+    async with current_app.db.quick() as conn:
         page = await load_page(conn, view)
     if block is None:
         return await render(ROWS, block="users_summary", oob_swap=True, view=view, page=page, empty=not page.rows)
@@ -97,7 +97,7 @@ async def table_changed(back: str, focus: int | None = None):
 
 async def table_row_or_404(user_id: int):
     """The user as their row in the table shows them (lock-out, invitation)."""
-    async with current_app.db.read() as conn:
+    async with current_app.db.quick() as conn:
         row = await load_row(conn, user_id)
     if row is None:
         abort(404, GONE)
@@ -114,7 +114,7 @@ def changeable_or_abort(user, verb: str = "change"):
 
 
 async def load_changeable_or_403(user_id: int, verb: str = "change"):
-    async with current_app.db.read() as conn:
+    async with current_app.db.quick() as conn:
         return changeable_or_abort(await accounts.get_user(conn, user_id), verb)
 
 
@@ -138,7 +138,7 @@ HISTORY_EVENTS = 10
 async def detail(user_id: int):
     """One user's page: the account, its lock-out and invitation, where they are logged in (for
     those who may end it), and what happened to it lately."""
-    async with current_app.db.read() as conn:
+    async with current_app.db.quick() as conn:
         row = await load_row(conn, user_id)
         if row is None:
             abort(404, GONE)
