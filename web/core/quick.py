@@ -25,9 +25,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
-# The users table's page of 51 rows is about 2,900 steps (three correlated lookups a row), a
-# session check or a row by id under 500 (bench/hotpath.py prints each); 20,000 steps of such
-# reads take about 2 ms here (docs/PERFORMANCE.md).
+# The users table's page of 51 rows is about 2,500 steps (three correlated lookups a row), a
+# session check 32 and a row by id 54 (bench/hotpath.py prints each); a scan stopped at 20,000
+# steps has held the loop for about 0.5 ms (docs/PERFORMANCE.md, "The hot path").
 STEP_BUDGET = 20_000
 # The progress handler runs once per this many steps: the bound is kept to within one tick.
 TICK = 1_000
