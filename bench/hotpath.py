@@ -8,7 +8,8 @@ Fills a fresh SQLite file and a throwaway PostgreSQL database (127.0.0.1:5432, a
 use; --pg-name names it) with demo users and one session, then sends the three reads every
 signed-in page of the users table makes (the session check, a deep page of 51 rows by keyset,
 a row by id; the statements web/accounts/sessions.py and web/users/queries.py build) from
---tasks concurrent tasks, --queries times each way (the ways take turns, --rounds times;
+--tasks concurrent tasks, --queries times each way; then, on SQLite, the whole request for the
+deep page's htmx fragment through the app in this process, with the fast lane and without (the ways take turns, --rounds times;
 each figure is the median of its rounds):
 
 SQLite: SQLAlchemy async over aiosqlite (Database.read, as before); one hop (the statement
@@ -74,7 +75,7 @@ async def the_reads(db: Database) -> dict:
         cursor = queries.encode_cursor(queries.SORTS["username"], row)
         recorder = Recorder(conn)
         await queries.load_page(recorder, queries.TableState(after=cursor, page=2))
-        page = recorder.sent[0]
+        page = next(sent for sent in recorder.sent if sent[0]._order_by_clauses)  # not the count
         recorder.sent.clear()
         await queries.load_row(recorder, middle)
     return {"session check": (sessions.SESSION_USER, {"sid": sessions.session_id(token), "now": utcnow()}),
@@ -195,6 +196,41 @@ def stopped_at_budget(lane: quick.Lane, statement, repeats: int) -> float:
     return statistics.median(samples)
 
 
+async def whole_request(path: str, queries_n: int, tasks: int, rounds: int) -> None:
+    """The users table's deep page as htmx asks for it (session check, page, its count reused,
+    rendering, gzip), through the real app in this process (Quart's test client), with the fast
+    lane and without it (quick() then is read()): process CPU and wall per request."""
+    from quart_auth import generate_auth_token
+    from web import create_app
+    from web.core.config import Config as AppConfig
+    app = create_app(AppConfig(database_url=f"sqlite+aiosqlite:///{path}", secret_key=secrets.token_urlsafe(48)))
+    lane = app.db._lane
+    try:
+        async with app.db.read() as conn:
+            admin = (await conn.execute(select(users.c.id).where(users.c.role == "Admin").limit(1))).scalar_one()
+            ids = (await conn.execute(select(users.c.id).order_by(users.c.id))).scalars().all()
+            row = await queries.load_row(conn, ids[len(ids) // 2])
+        async with app.db.write() as conn:
+            token = await sessions.start(conn, admin, False, "bench", "127.0.0.1", Config())
+        client = app.test_client()
+        client.set_cookie("localhost", "gatehouse", generate_auth_token(client, token), httponly=True, samesite="Lax")
+        url = queries.TableState(after=queries.encode_cursor(queries.SORTS["username"], row), page=2).url()
+        headers = {"HX-Request": "true", "HX-Target": "users-table", "Accept-Encoding": "gzip"}
+
+        async def fragment(fast_lane):
+            app.db._lane = fast_lane
+            response = await client.get(url, headers=headers)
+            assert response.status_code == 200, response.status_code
+            return await response.get_data()
+        figures = await compare({"with the fast lane": lambda: fragment(lane), "without (read())": lambda: fragment(None)},
+                                queries_n // 4, tasks, rounds)
+        for way, (size, cpu, wall) in figures.items():
+            print(f"  {'deep page, whole request':<26}{way:<36}{cpu:>13.3f}{wall:>14.3f}{size:>6}")
+    finally:
+        app.db._lane = lane
+        await app.db.dispose()
+
+
 def table_header() -> None:
     print(f"  {'read':<22}{'way':<40}{'CPU ms/query':>13}{'wall ms/query':>14}{'rows':>6}{'VM steps':>10}")
 
@@ -219,6 +255,7 @@ async def bench_sqlite(users_n: int, queries_n: int, tasks: int, rounds: int) ->
             lane = db._lane
             print(f"  fast lane: {lane.answered:,} answered, {lane.interrupted} interrupted, {lane.busy} busy, "
                   f"{lane.refused} refused")
+            await whole_request(path, queries_n, tasks, rounds)
             scan = select(func.sum(func.length(users.c.username)))
             print(f"  a scan of every user, stopped at the budget: {stopped_at_budget(lane, scan, 50):.2f} ms "
                   f"on the loop (median of 50)\n")
