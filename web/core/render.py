@@ -5,8 +5,31 @@ Blocks are named after the element id they fill, with '-' written as '_'
 """
 import json
 
-from jinja2_fragments.quart import render_block
-from quart import current_app, flash, g, get_flashed_messages, redirect, render_template, request, session
+from jinja2 import Environment
+from jinja2_fragments import render_block
+from quart import current_app, flash, g, get_flashed_messages, redirect, request, session
+
+# Jinja's default number of compiled templates kept.
+TEMPLATES_KEPT = 400
+
+
+def templates() -> Environment:
+    """The app's templates, compiled for plain (synchronous) rendering. Quart compiles them for
+    async rendering, where every call, filter and macro in a template goes through an
+    awaitable check: a quarter of the CPU of rendering the users page (docs/PERFORMANCE.md,
+    "Peers"). Nothing a template calls here is async (globals, filters and context
+    processors are plain functions), and rendering never waited on anything: the loop is held
+    as long as before, for less time. Made once per app, after its setup: an overlay shares the
+    loader, globals and filters, with a cache of its own."""
+    app = current_app._get_current_object()
+    if (env := app.extensions.get("templates")) is None:
+        env = app.extensions["templates"] = app.jinja_env.overlay(enable_async=False, cache_size=TEMPLATES_KEPT)
+    return env
+
+
+async def render_template(template: str, **context) -> str:
+    await current_app.update_template_context(context)
+    return templates().get_template(template).render(context)
 
 
 def is_htmx() -> bool:
@@ -19,7 +42,7 @@ def requested_block(template: str) -> str | None:
         return None
     target = request.headers.get("HX-Target", "")
     block = target.replace("-", "_")
-    if block and block in current_app.jinja_env.get_template(template).blocks:
+    if block and block in templates().get_template(template).blocks:
         return block
     return None
 
@@ -34,9 +57,10 @@ async def render(template: str, status: int = 200, block: str | None = None,
     block = block or requested_block(template)
     if not block:
         return await render_template(template, **context), status
-    parts = [await render_block(template, block, **context)]
+    await current_app.update_template_context(context)
+    parts = [render_block(templates(), template, block, **context)]
     for extra in oob:
-        parts.append(await render_block(template, extra, oob_swap=True, **context))
+        parts.append(render_block(templates(), template, extra, oob_swap=True, **context))
     return "".join(parts), status
 
 
