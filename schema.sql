@@ -108,6 +108,8 @@ CREATE INDEX ix_users_created_at ON users (created_at, id);
 
 CREATE INDEX ix_users_deleted_at ON users (deleted_at) WHERE deleted_at IS NOT NULL;
 
+CREATE INDEX ix_users_invited_at ON users (invited_at) WHERE invited_at IS NOT NULL;
+
 CREATE INDEX ix_users_last_login ON users (coalesce(last_login_at, '1970-01-01 00:00:00.000000'), id);
 
 CREATE INDEX ix_users_role ON users (role, id);
@@ -395,6 +397,8 @@ CREATE INDEX ix_users_created_at ON users (created_at, id);
 CREATE INDEX ix_users_deleted_at ON users (deleted_at) WHERE deleted_at IS NOT NULL;
 
 CREATE INDEX ix_users_email_trgm ON users USING gin (lower(email) gin_trgm_ops) WITH (gin_pending_list_limit = 256);
+
+CREATE INDEX ix_users_invited_at ON users (invited_at) WHERE invited_at IS NOT NULL;
 
 CREATE INDEX ix_users_last_login ON users (coalesce(last_login_at, '1970-01-01 00:00:00.000000'), id);
 

@@ -69,6 +69,10 @@ Index("ix_users_last_login", func.coalesce(users.c.last_login_at, NEVER), users.
 # without a pass over the table; users-purge finds its rows here too.
 Index("ix_users_deleted_at", users.c.deleted_at, sqlite_where=users.c.deleted_at.is_not(None),
       postgresql_where=users.c.deleted_at.is_not(None))
+# Only the accounts with an invitation pending (few): the table's "Invited" and "Invitation
+# expired" filters find them here instead of in a pass over every user.
+Index("ix_users_invited_at", users.c.invited_at, sqlite_where=users.c.invited_at.is_not(None),
+      postgresql_where=users.c.invited_at.is_not(None))
 
 # Substring search of username and email, any case (web/users/queries.py), three characters
 # or more. PostgreSQL: trigram indexes (pg_trgm) serve lower(column) LIKE '%term%'. New

@@ -6,14 +6,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import urlencode
 
-from sqlalchemy import String, and_, case, cast, false, func, literal, not_, or_, select, true, tuple_
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.expression import UnaryExpression
+from sqlalchemy import Integer, String, and_, case, cast, false, func, literal, not_, or_, select, true, tuple_, union
 
 from ..accounts.factors import HAS_FACTOR
 from ..accounts.tokens import INVITE
 from ..core import keyset
 from ..core.recent import Recent
 from ..core.db import utcnow
-from ..core.tables import NEVER, ROLES, account_tokens, audit_events, login_throttle, users, users_search
+from ..core.tables import (
+    NEVER, ROLES, account_tokens, audit_events, login_throttle, passkeys, totp_factors, users, users_search,
+)
 
 PAGE_SIZE = 50
 PAGE_SIZES = (25, 50, 100)
@@ -104,62 +108,104 @@ def decode_cursor(sort: Sort, token: str):
 SUBSTRING_MIN = 3
 
 
-def starting_with(q: str):
+def starting_with(q: str, tested=None):
     """A prefix of the username or of the email, as an index range on lower(column)."""
-    low = q.lower()
-    high = low + "\U0010ffff"
-    return or_(
-        and_(func.lower(users.c.username) >= low, func.lower(users.c.username) < high),
-        and_(func.lower(users.c.email) >= low, func.lower(users.c.email) < high),
-    )
+    tested = tested or _as_is
+    low, high = q.lower(), q.lower() + "\U0010ffff"
+    username, email = tested(func.lower(users.c.username)), tested(func.lower(users.c.email))
+    return or_(and_(username >= low, username < high), and_(email >= low, email < high))
 
 
-def containing(q: str, dialect: str):
+def full_text(q: str, dialect: str, walk: bool) -> bool:
+    """Whether a search reads SQLite's FTS5 index (joined by `source`) rather than testing each
+    row with LIKE: never on PostgreSQL (its trigram indexes serve LIKE); on SQLite unless the
+    page walks its sort's index (`walk`) with an ASCII term, for which LIKE finds the same rows."""
+    return dialect == "sqlite" and len(q) >= SUBSTRING_MIN and not (walk and q.isascii())
+
+
+def containing(q: str, dialect: str, walk: bool = False):
     """Any part of the username or of the email, any case, found by a trigram index
     (tables.py). What the user typed is only ever text to find: one quoted FTS5 string on
-    SQLite, whatever quotes, AND, NEAR, * or : it holds; on PostgreSQL % _ and \\ escaped."""
-    if dialect == "sqlite":
-        phrase = '"' + q.replace('"', '""') + '"'
-        return users.c.id.in_(select(users_search.c.rowid).where(users_search.c.users_search.match(phrase)))
+    SQLite, whatever quotes, AND, NEAR, * or : it holds; in LIKE % _ and \\ escaped."""
+    if full_text(q, dialect, walk):
+        return users_search.c.users_search.match('"' + q.replace('"', '""') + '"')
     pattern = func.lower("%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
     return or_(func.lower(users.c.username).like(pattern, escape="\\"),
                func.lower(users.c.email).like(pattern, escape="\\"))
 
 
-def filters(view: TableState, dialect: str) -> list:
+def source(view: TableState, dialect: str, walk: bool = False):
+    """What a view's rows are read from: the users, on SQLite joined to the FTS5 matches of its
+    search. A join, not `id IN (matches)`: it reads the matches as it goes, so a capped count
+    stops early, where IN reads every match first (1.5 s for a term in each of a million
+    users, docs/PERFORMANCE.md)."""
+    if view.q and full_text(view.q, dialect, walk):
+        return users.join(users_search, users_search.c.rowid == users.c.id)
+    return users
+
+
+def filters(view: TableState, dialect: str, walk: bool = False) -> list:
+    """The view's conditions on the rows of `source(view, dialect, walk)`. When the page walks
+    its sort's index (`walk`, SQLite), they are tests of each row: SQLite's unary + keeps an
+    index from serving a term, so only the sort's index is left to read the rows in order."""
+    tested = _per_row if walk else _as_is
     conditions = [users.c.deleted_at.is_(None)]
     if view.q:
-        conditions.append(starting_with(view.q) if len(view.q) < SUBSTRING_MIN else containing(view.q, dialect))
+        conditions.append(starting_with(view.q, tested) if len(view.q) < SUBSTRING_MIN
+                          else containing(view.q, dialect, walk))
     if view.role:
-        conditions.append(users.c.role == view.role)
+        conditions.append(tested(users.c.role) == view.role)
     if view.active == "locked":
-        conditions.append(select(login_throttle.c.key).where(
-            login_throttle.c.key == ACCOUNT_KEY, login_throttle.c.locked_until > utcnow()).exists())
+        conditions.append(tested(users.c.id).in_(locked_accounts()))
     elif view.active == "invited":
-        conditions.append(users.c.invited_at.is_not(None))
+        conditions.append(tested(users.c.invited_at).is_not(None))
     elif view.active == "expired":
-        conditions.extend((users.c.invited_at.is_not(None), not_(invitation_valid())))
+        conditions.extend((tested(users.c.invited_at).is_not(None), not_(invitation_valid())))
     elif view.active == "1":
-        conditions.extend((users.c.active.is_(true()), users.c.invited_at.is_(None)))
+        conditions.extend((tested(users.c.active).is_(true()), tested(users.c.invited_at).is_(None)))
     elif view.active == "0":
-        conditions.append(users.c.active.is_(false()))
-    if view.factor:
-        conditions.append(HAS_FACTOR(users.c.id) if view.factor == "1" else not_(HAS_FACTOR(users.c.id)))
+        conditions.append(tested(users.c.active).is_(false()))
+    if view.factor == "1":
+        conditions.append(tested(users.c.id).in_(with_factor()))
+    elif view.factor == "0":
+        conditions.append(not_(HAS_FACTOR(users.c.id)))
     return conditions
 
 
-def _keyset(sort: Sort, cursor, greater: bool):
+def _as_is(column):
+    return column
+
+
+def _per_row(column):
+    return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
+
+
+def _keyset(key, unique: bool, cursor, greater: bool):
     """Rows whose (key, id) comes after the cursor's in ascending (`greater`) or descending order."""
     value, row_id = cursor
-    if sort.unique:
-        return sort.key > value if greater else sort.key < value
-    key = tuple_(sort.key, users.c.id)
+    if unique:
+        return key > value if greater else key < value
+    key = tuple_(key, users.c.id)
     return key > tuple_(value, row_id) if greater else key < tuple_(value, row_id)
 
 
 # The login throttle's key of each account (accounts/attempts.py): a row locked now is an
 # account locked out by failed logins.
-ACCOUNT_KEY = literal("account:", String) + cast(users.c.id, String)
+ACCOUNT_PREFIX = "account:"
+ACCOUNT_KEY = literal(ACCOUNT_PREFIX, String) + cast(users.c.id, String)
+
+
+def locked_accounts():
+    """The ids of the accounts locked now, read from the throttle's few rows: testing each
+    user's key visits every user to find them."""
+    return select(cast(func.substr(login_throttle.c.key, len(ACCOUNT_PREFIX) + 1), Integer)).where(
+        login_throttle.c.key.startswith(ACCOUNT_PREFIX), login_throttle.c.locked_until > utcnow())
+
+
+def with_factor():
+    """The ids of the accounts HAS_FACTOR holds for, read from the factors' own few rows."""
+    return union(select(totp_factors.c.user_id).where(totp_factors.c.confirmed_at.is_not(None)),
+                 select(passkeys.c.user_id))
 
 
 def locked_until():
@@ -193,10 +239,10 @@ LIST_COLUMNS = (users.c.id, users.c.username, users.c.email, users.c.role, users
                 users.c.version, users.c.last_login_at, users.c.created_at)
 
 
-# Counting is a pass over an index (100,000 entries for the whole table), where the page
-# itself is 51 index steps; the count changes only with a write, so it is reused (recent.py).
-# A filter's count stops at COUNT_LIMIT: past it the table says "10,000+" rather than read
-# every matching row for a number nobody pages through.
+# Counting is a pass over an index, where the page itself is 51 index steps; the count
+# changes only with a write, so it is reused (recent.py). It stops at COUNT_LIMIT: past it the
+# table says "10,000+" rather than read every matching row for a number nobody pages through
+# (the whole table's count read a million entries: 15 ms on SQLite, 100 ms on PostgreSQL).
 COUNT_SECONDS = 5
 COUNT_LIMIT = 10_000
 _counts = Recent(COUNT_SECONDS, size=256)
@@ -209,32 +255,48 @@ async def count_matching(conn, view: TableState) -> int:
 
 
 async def _count(conn, view: TableState) -> int:
-    if not view.filtered:
-        # Every live user: all rows (counted from an index) minus the soft-deleted ones (a
-        # partial index holds just those), instead of a pass over the whole table.
-        deleted = select(func.count()).select_from(users).where(users.c.deleted_at.is_not(None))
-        everyone = select(func.count()).select_from(users)
-        return (await conn.execute(select(everyone.scalar_subquery() - deleted.scalar_subquery()))).scalar_one()
-    matching = select(users.c.id).where(*filters(view, conn.dialect.name)).limit(COUNT_LIMIT + 1).subquery()
+    dialect = conn.dialect.name
+    matching = (select(users.c.id).select_from(source(view, dialect)).where(*filters(view, dialect))
+                .limit(COUNT_LIMIT + 1).subquery())
     return (await conn.execute(select(func.count()).select_from(matching))).scalar_one()
+
+
+# SQLite has no statistics to plan a page by (no ANALYZE): it walks the sort's index when it
+# can, else reads what the filter's index finds and sorts it, whatever either costs. The
+# capped count tells: a page that gathers WALK_FROM matches or fewer reads them by the filter's
+# index (or the FTS5 index) and sorts them; past that, walking the sort's index and testing each
+# row finds 51 sooner (after about 51 / share rows). Unary + keeps the other index out of the
+# plan (docs/PERFORMANCE.md, "A million users"). PostgreSQL plans from its statistics.
+WALK_FROM = 5_000
+
+
+def plan(view: TableState, dialect: str, total: int) -> str:
+    """"walk", "gather", or "" to leave it to the database."""
+    if dialect != "sqlite":
+        return ""
+    return "gather" if view.filtered and total <= WALK_FROM else "walk"
 
 
 async def load_page(conn, view: TableState) -> keyset.Page:
     sort = SORTS[view.sort]
+    dialect = conn.dialect.name
+    total = await count_matching(conn, view)
+    how = plan(view, dialect, total)
+    walk, key = how == "walk", _per_row(sort.key) if how == "gather" else sort.key
     backwards = bool(view.before)
     cursor = decode_cursor(sort, view.before or view.after) if (view.before or view.after) else None
     # Rows are read in the direction of travel: backwards from a `before` cursor.
     forward = (view.dir == "asc") != backwards
-    conditions = filters(view, conn.dialect.name)
+    conditions = filters(view, dialect, walk)
     if cursor:
-        conditions.append(_keyset(sort, cursor, forward))
-    order = [sort.key.asc() if forward else sort.key.desc()]
+        conditions.append(_keyset(key, sort.unique, cursor, forward))
+    order = [key.asc() if forward else key.desc()]
     if not sort.unique:
         order.append(users.c.id.asc() if forward else users.c.id.desc())
-    query = select(*LIST_COLUMNS, locked_until(), invitation(), has_factor()).where(*conditions).order_by(*order).limit(view.size + 1)
+    query = (select(*LIST_COLUMNS, locked_until(), invitation(), has_factor()).select_from(source(view, dialect, walk))
+             .where(*conditions).order_by(*order).limit(view.size + 1))
     page = keyset.page_of((await conn.execute(query)).all(), view.size, view, backwards,
                           cursor is not None, lambda row: encode_cursor(sort, row))
-    total = await count_matching(conn, view)
     page.total, page.at_least = min(total, COUNT_LIMIT), total > COUNT_LIMIT
     return page
 
@@ -249,7 +311,8 @@ async def load_row(conn, user_id: int):
 async def matching_ids(conn, view: TableState, after: int, limit: int) -> list[int]:
     """The next `limit` ids, above `after`, of the users the view's filters match (its sort and
     page play no part): a bulk action over a whole filter walks them batch by batch."""
-    query = (select(users.c.id).where(*filters(view, conn.dialect.name), users.c.id > after)
+    dialect = conn.dialect.name
+    query = (select(users.c.id).select_from(source(view, dialect)).where(*filters(view, dialect), users.c.id > after)
              .order_by(users.c.id).limit(limit))
     return list((await conn.execute(query)).scalars())
 
@@ -267,7 +330,8 @@ SUGGESTIONS = 8  # what the command palette lists while a name is typed
 async def find_users(conn, q: str, limit: int):
     """The first live users, by username, whose username or email has `q` in it: the table's
     own search (filters), as its first page sorted by username reads it."""
-    query = (select(users.c.id, users.c.username, users.c.email)
-             .where(*filters(TableState(q=q), conn.dialect.name))
+    view, dialect = TableState(q=q), conn.dialect.name
+    query = (select(users.c.id, users.c.username, users.c.email).select_from(source(view, dialect))
+             .where(*filters(view, dialect))
              .order_by(SORTS["username"].key).limit(limit))
     return (await conn.execute(query)).all()
