@@ -13,6 +13,7 @@ from ..core.render import render
 bp = Blueprint("dashboard", __name__)
 
 RECENT_EVENTS = 10
+COUNTED = ("login", "login_failed", *CHANGES)
 
 
 @bp.get("/dashboard")
@@ -22,7 +23,7 @@ async def dashboard():
     async with current_app.db.read() as conn:
         account = await queries.get_user(conn, g.user.id)
         events = await recent_by_actor(conn, g.user.id, RECENT_EVENTS)
-        counts = await counts_since(conn, since) if g.user.role == "Admin" else None
+        counts = await counts_since(conn, since, COUNTED) if g.user.role == "Admin" else None
     stats = None
     if counts is not None:
         window = AuditFilter(since=since.isoformat(timespec="minutes"))

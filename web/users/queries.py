@@ -168,7 +168,7 @@ def filters(view: TableState, dialect: str, walk: bool = False) -> list:
     if view.factor == "1":
         conditions.append(tested(users.c.id).in_(with_factor()))
     elif view.factor == "0":
-        conditions.append(not_(HAS_FACTOR(users.c.id)))
+        conditions.append(tested(users.c.id).not_in(with_factor()))
     return conditions
 
 
