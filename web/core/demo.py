@@ -15,7 +15,7 @@ from sqlalchemy.schema import CreateIndex
 from . import audit_trail
 from .db import utcnow
 from .schema import made_on
-from .tables import USERS_SEARCH_SQLITE, audit_chain, audit_events, users
+from .tables import ROLES, USERS_SEARCH_SQLITE, audit_chain, audit_events, users
 
 FIRST = ("ada alan anna ben carla chen dana diego elena emil farah felix grace hana ivan "
          "jamal jana kai karin leo lena liam maria mateo mia nadia noah olga omar paula "
@@ -188,7 +188,7 @@ def _changes(action: str, rng, target) -> dict | None:
     if action == "update":
         field = rng.choice(("role", "active", "email", "username"))
         if field == "role":
-            return {"role": [target.role, rng.choice([r for r in ("Admin", "Manager", "Customer") if r != target.role])]}
+            return {"role": [target.role, rng.choice([r for r in ROLES if r != target.role])]}
         if field == "active":
             return {"active": [True, False] if rng.random() < 0.6 else [False, True]}
         return {field: [f"old.{getattr(target, field)}", getattr(target, field)]}
