@@ -106,9 +106,12 @@
   }
 
   // ---- dialogs ----
+  // A row's Delete link, where the viewer may delete its user.
+  function deleteLink(row) { return row.querySelector("a[data-action=delete]"); }
+
   function openDelete(row) {
     var dialog = document.getElementById("delete-dialog");
-    if (!dialog || !row.dataset.deleteUrl) return;
+    if (!dialog || !deleteLink(row)) return;
     dialog.querySelector("[data-dialog-username]").textContent = row.dataset.username;
     dialog.returnRow = row;
     dialog.showModal();
@@ -119,7 +122,7 @@
     dialog.close();
     pendingFocus = { index: rows().indexOf(row) };
     var table = document.querySelector("[data-grid-region]");
-    htmx.ajax("POST", row.dataset.deleteUrl, {
+    htmx.ajax("POST", deleteLink(row).pathname, {
       source: row, swap: "none", values: { back: table ? table.dataset.url : "/users" }
     });
   }
@@ -133,16 +136,26 @@
     }
   }
 
+  // A row's Edit and Delete are plain links, which work without JavaScript; one listener for
+  // the whole table opens the editor in place (the link's path, as the row's own hx-get did)
+  // or asks before deleting. It listens as the click goes down: the links are within hx-boost,
+  // whose handler on the link itself would load their page. htmx treats a boosted link as a
+  // navigation even when asked this way, hence no history entry and no scroll to the top.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a[data-action=edit], a[data-action=delete]");
+    var row = rowOf(link);
+    if (!row || !row.closest("[data-grid]") || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    event.stopPropagation();
+    closeMenus();
+    if (link.getAttribute("data-action") === "delete") openDelete(row);
+    else htmx.ajax("GET", link.pathname, { source: link, target: row, swap: "outerHTML show:none", push: "false" });
+  }, true);
+
   document.addEventListener("click", function (event) {
     var target = event.target;
     var menu = target.closest("details[data-menu]");
     closeMenus(menu && target.closest("summary") ? menu : null);
-    var deleteLink = target.closest("[data-action=delete]");
-    if (deleteLink && rowOf(deleteLink)) {
-      event.preventDefault();
-      openDelete(rowOf(deleteLink));
-      return;
-    }
     if (target.closest("[data-action=cancel-new]")) {
       event.preventDefault();
       cancelEdit(rowOf(target));
