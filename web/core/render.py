@@ -3,6 +3,7 @@
 Blocks are named after the element id they fill, with '-' written as '_'
 (`<tbody id="users-rows">` is `{% block users_rows %}`).
 """
+import inspect
 import json
 
 from jinja2 import Environment
@@ -18,17 +19,31 @@ def templates() -> Environment:
     async rendering, where every call, filter and macro in a template goes through an
     awaitable check: a quarter of the CPU of rendering the users page (docs/PERFORMANCE.md,
     "Peers"). Nothing a template calls here is async (globals, filters and context
-    processors are plain functions), and rendering never waited on anything: the loop is held
-    as long as before, for less time. Made once per app, after its setup: an overlay shares the
-    loader, globals and filters, with a cache of its own."""
+    processors are plain functions), and rendering never awaited anything, so the loop is held
+    no longer than before. Made once per app, after its setup: an overlay shares the loader,
+    globals and filters, with a cache of its own."""
     app = current_app._get_current_object()
     if (env := app.extensions.get("templates")) is None:
         env = app.extensions["templates"] = app.jinja_env.overlay(enable_async=False, cache_size=TEMPLATES_KEPT)
     return env
 
 
+async def add_processors_context(context: dict) -> None:
+    """What the app's context processors add to `context` (what it names itself wins), as
+    Quart's update_template_context does, except that a plain function is called here: Quart
+    sends each one to a worker thread and back, which costs far more than the functions (who
+    is signed in, whether passkeys work here, the live stream's position), four per page."""
+    app = current_app._get_current_object()
+    extra = {}
+    for blueprint in (None, *reversed(request.blueprints)):
+        for processor in app.template_context_processors[blueprint]:
+            values = processor()
+            extra.update(await values if inspect.isawaitable(values) else values)
+    context.update({**extra, **context})
+
+
 async def render_template(template: str, **context) -> str:
-    await current_app.update_template_context(context)
+    await add_processors_context(context)
     return templates().get_template(template).render(context)
 
 
@@ -57,7 +72,7 @@ async def render(template: str, status: int = 200, block: str | None = None,
     block = block or requested_block(template)
     if not block:
         return await render_template(template, **context), status
-    await current_app.update_template_context(context)
+    await add_processors_context(context)
     parts = [render_block(templates(), template, block, **context)]
     for extra in oob:
         parts.append(render_block(templates(), template, extra, oob_swap=True, **context))
