@@ -7,6 +7,7 @@ Bounds are counted in VM steps (sqlite3's progress handler), never timed."""
 import asyncio
 import sqlite3
 import threading
+from datetime import datetime
 
 import pytest
 from sqlalchemy import column, func, literal, select, table, update
@@ -68,7 +69,7 @@ async def test_the_hot_reads_answer_the_same_as_through_the_thread(app, db, make
     assert rows[0] == rows[1] and users_by_id[0] == users_by_id[1]
     assert checks[0] == checks[1] and checks[1].username == admin["username"]
     # SQLAlchemy's result processing: SQLite's text comes back as datetime, 0/1 as bool.
-    assert type(rows[1].created_at).__name__ == "datetime" and rows[1].active is True
+    assert isinstance(rows[1].created_at, datetime) and rows[1].active is True
     assert [r.active for r in pages[1].rows] == [r.active for r in pages[0].rows]
     if db.is_sqlite:
         lane = db._lane
