@@ -31,6 +31,17 @@
     row.focus();
   }
 
+  // Without JavaScript each link and button of a row is a Tab stop, as on any page (the row's
+  // markup has no tabindex); the grid is one Tab stop, with the keys above between its rows,
+  // so they leave the tab order as htmx takes the row in: at load, after a swap, or when
+  // live.js puts a changed row in place. A row being edited keeps its fields in it.
+  function oneTabStop(row) {
+    if (row.hasAttribute("data-editing") || !row.closest("[data-grid]")) return;
+    row.querySelectorAll("a, button, input, summary").forEach(function (el) {
+      if (!el.hasAttribute("tabindex")) el.tabIndex = -1;
+    });
+  }
+
   function ensureTabStop() {
     var all = rows();
     if (all.length && !all.some(function (r) { return r.tabIndex === 0; })) all[0].tabIndex = 0;
@@ -291,5 +302,10 @@
     if (event.detail && event.detail.focus) pendingFocus = { id: event.detail.focus };
   });
 
-  document.addEventListener("DOMContentLoaded", function () { ensureTabStop(); countSelection(); });
+  document.addEventListener("htmx:afterProcessNode", function (event) {
+    var row = rowOf(event.target);
+    if (row) oneTabStop(row);
+  });
+
+  document.addEventListener("DOMContentLoaded", function () { rows().forEach(oneTabStop); ensureTabStop(); countSelection(); });
 })();
