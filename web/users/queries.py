@@ -144,12 +144,13 @@ def source(view: TableState, dialect: str, walk: bool = False):
     return users
 
 
-def filters(view: TableState, dialect: str, walk: bool = False) -> list:
-    """The view's conditions on the rows of `source(view, dialect, walk)`. When the page walks
-    its sort's index (`walk`, SQLite), they are tests of each row: SQLite's unary + keeps an
-    index from serving a term, so only the sort's index is left to read the rows in order."""
+def filters(view: TableState, dialect: str, walk: bool = False, live=users.c.deleted_at.is_(None)) -> list:
+    """The view's conditions on the rows of `source(view, dialect, walk)`, `live` first (None:
+    deleted users too). When the page walks its sort's index (`walk`, SQLite), they are tests
+    of each row: SQLite's unary + keeps an index from serving a term, so only the sort's index
+    is left to read the rows in order."""
     tested = _per_row if walk else _as_is
-    conditions = [users.c.deleted_at.is_(None)]
+    conditions = [] if live is None else [live]
     if view.q:
         conditions.append(starting_with(view.q, tested) if len(view.q) < SUBSTRING_MIN
                           else containing(view.q, dialect, walk))
@@ -245,6 +246,7 @@ LIST_COLUMNS = (users.c.id, users.c.username, users.c.email, users.c.role, users
 # (the whole table's count read a million entries: 15 ms on SQLite, 100 ms on PostgreSQL).
 COUNT_SECONDS = 5
 COUNT_LIMIT = 10_000
+DELETED_LIMIT = 1_000  # more deleted matches than this: counted the plain way
 _counts = Recent(COUNT_SECONDS, size=256)
 
 
@@ -255,9 +257,26 @@ async def count_matching(conn, view: TableState) -> int:
 
 
 async def _count(conn, view: TableState) -> int:
+    """The matches among every user, deleted or not, minus the deleted ones that match: the
+    first is read from an index alone when the filter's index holds all it tests (a role, a
+    status), where testing deleted_at visits every matching row (10,000 of them at random in a
+    million: 160 ms on PostgreSQL); the few deleted users are found by their partial index. A
+    search reads its matches' rows either way, and is counted as it reads."""
     dialect = conn.dialect.name
-    matching = (select(users.c.id).select_from(source(view, dialect)).where(*filters(view, dialect))
-                .limit(COUNT_LIMIT + 1).subquery())
+    matching = source(view, dialect)
+    if view.q:
+        return await _capped(conn, matching, filters(view, dialect), COUNT_LIMIT + 1)
+    # SQLite: the deleted users' partial index, with every other term a test of each row
+    per_row = dialect == "sqlite"
+    deleted = await _capped(conn, users, filters(view, dialect, per_row, live=users.c.deleted_at.is_not(None)),
+                            DELETED_LIMIT + 1)
+    if deleted > DELETED_LIMIT:
+        return await _capped(conn, matching, filters(view, dialect), COUNT_LIMIT + 1)
+    return max(0, await _capped(conn, matching, filters(view, dialect, live=None), COUNT_LIMIT + 1 + deleted) - deleted)
+
+
+async def _capped(conn, rows, conditions: list, limit: int) -> int:
+    matching = select(users.c.id).select_from(rows).where(*conditions).limit(limit).subquery()
     return (await conn.execute(select(func.count()).select_from(matching))).scalar_one()
 
 
