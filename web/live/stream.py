@@ -53,7 +53,7 @@ async def live_after():
     from the broker's last round: after a database is restored that position belongs to
     another chain, and a page drawn at it would drop every change up to it."""
     if g.get("user") is not None and request.method == "GET":
-        async with current_app.db.read() as conn:
+        async with current_app.db.quick() as conn:
             g.live_after = (await head(conn))[0]
 
 
