@@ -460,22 +460,22 @@ def run_peers(args) -> dict:
             stdin=password + "\n")
     names = live_usernames(database)
     expected, known = names[:50], set(names)
-    signed_in = {"BENCH_ACCEPT_ENCODING": "gzip, deflate, br"}  # a browser's first load, for all
+    browser = {"BENCH_ACCEPT_ENCODING": "gzip, deflate, br"}  # a first load, the same for all
     peer_env = {**os.environ, "DATABASE_PATH": str(database), "SECRET_KEY": secrets.token_urlsafe(48)}
-    scenarios, listed = {}, {}
+    scenarios = {}
 
     def measure(name: str, title: str, server: Server, path: str, log_in) -> None:
         try:
             server.wait_until_up()
             cookie = log_in(server.port)
-            listed[name] = listed_usernames(http(server.port, "GET", path, {"Cookie": cookie}).text, known, PEERS_ADMIN)
-            check_same_usernames({title: listed[name]}, expected)
+            page = http(server.port, "GET", path, {"Cookie": cookie}).text
+            check_same_usernames({title: listed_usernames(page, known, PEERS_ADMIN)}, expected)
             if name == "gatehouse":
                 log("  ceiling: /bench/ceiling")
-                scenarios["ceiling"] = wrk(args, server.port, workdir, "ceiling", "/bench/ceiling", "get.lua", signed_in)
+                scenarios["ceiling"] = wrk(args, server.port, workdir, "ceiling", "/bench/ceiling", "get.lua", browser)
                 scenarios["ceiling"]["title"] = "ceiling (Gatehouse, 5 KB, no db)"
             log(f"  {title}: {path}")
-            scenarios[name] = wrk(args, server.port, workdir, name, path, "get.lua", {**signed_in, "BENCH_COOKIE": cookie})
+            scenarios[name] = wrk(args, server.port, workdir, name, path, "get.lua", {**browser, "BENCH_COOKIE": cookie})
             scenarios[name]["title"] = title
         finally:
             server.stop()
