@@ -174,7 +174,9 @@ async def measure(url: str, password: str, repeats: int, only: str = "") -> dict
                     samples.append(time.perf_counter() - start)
                 statuses.add(answer.status_code)
             results[f"{group}: {name}"] = {"path": path, "statuses": sorted(statuses),
+                                           "min": round(min(samples) * 1000, 2),
                                            "p50": round(percentile(samples, 0.5), 2),
+                                           "p90": round(percentile(samples, 0.9), 2),
                                            "p99": round(percentile(samples, 0.99), 2)}
             print(f"  {group}: {name:<50} {results[f'{group}: {name}']['p50']:>8.2f} "
                   f"{results[f'{group}: {name}']['p99']:>8.2f}", file=sys.stderr, flush=True)
