@@ -261,12 +261,14 @@ async def test_another_chain_under_the_server_is_followed(served, make_user):
         assert (await events.next_of("change"))["position"] == second
         await replace_chain()
         shorter = await change(app.db, "update", admin["id"])
-        # This stream had passed on a higher position: it is told to reload from the new head,
-        # and the next event, at a position it had passed before, still reaches it.
-        assert (await events.next_of("reload"))["position"] == shorter
+        # This stream had passed on a higher position: it is told to reload from the new head
+        # (the empty chain's, if the broker looked in between), and the events after it, at
+        # positions it had passed before, still reach it.
+        assert (await events.next_of("reload"))["position"] in (0, shorter)
         passed_before = await change(app.db, "update", admin["id"])
         assert passed_before == second
-        assert (await events.next_of("change"))["position"] == passed_before
+        while (received := (await events.next_of("change"))["position"]) != passed_before:
+            assert received == shorter
     await http.aclose()
 
 
