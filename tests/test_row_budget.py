@@ -25,13 +25,13 @@ ROW_BYTES = 3_450
 LONGEST_EMAIL = "l" * 64 + "@" + "d" * 63 + "." + "e" * 63 + "." + "f" * (EMAIL_MAX - 64 - 1 - 128 - 4) + ".com"
 
 
-async def fully_badged(app, db) -> dict:
-    """A Customer at the longest username and address, invited (the link still works, so
-    both Resend and Revoke), locked out after failed logins, with a passkey, logged in once."""
-    name = "u" * USERNAME_MAX
+async def fully_badged(app, db, name: str = "u" * USERNAME_MAX, email: str = LONGEST_EMAIL) -> dict:
+    """A Customer (at the longest username and address unless named) who is invited (the link
+    still works, so both Resend and Revoke), locked out after failed logins, has a passkey,
+    and logged in once."""
     now = utcnow()
     async with app.app_context(), db.write() as conn:
-        user_id = await accounts.create_invited_user(conn, name, LONGEST_EMAIL, "Customer")
+        user_id = await accounts.create_invited_user(conn, name, email, "Customer")
         await invitation.send(conn, await accounts.get_user(conn, user_id), "ada")
         await conn.execute(update(users).where(users.c.id == user_id).values(last_login_at=now))
         await conn.execute(insert(login_throttle).values(
@@ -93,24 +93,30 @@ async def test_every_action_of_a_row_works_without_javascript(app, db, make_user
     assert "Locked" not in row_of(await page(admin, "/users" + VIEW.format(user["username"]).replace("active=locked&", "")), n)
 
 
+async def read_toast(page, text: str) -> None:
+    """The toast says `text`; then the toasts go (for six seconds they lie over the rows' menus)."""
+    await expect(page.locator("#toasts")).to_contain_text(text)
+    await page.evaluate("document.querySelectorAll('#toasts .toast').forEach((toast) => toast.remove())")
+
+
 async def test_a_rows_actions_answer_the_mouse_in_place(live_server, page, app, db, make_user):
     """With JavaScript the same links and buttons act without loading a page: Unlock and
     Resend post the table's form and reload the table, Delete asks first, Edit opens in place."""
     admin = await make_user("Admin", username="root.admin")
-    user = await fully_badged(app, db)
+    user = await fully_badged(app, db, "ivy.badged", "ivy.badged@example.com")  # a row that fits the window
     name = user["username"]
     await log_in(page, live_server, admin["username"])
     await page.watch.mark()
     row = page.locator(f"#user-{user['id']}")
 
     await row.get_by_role("button", name=f"Unlock {name}").click()
-    await expect(page.locator("#toasts")).to_contain_text(f"Unlocked {name}")
+    await read_toast(page, f"Unlocked {name}")
     await expect(row.locator(".badge-locked")).to_have_count(0)
     for control in ("[data-select]", "[data-action=open]", "[data-action=edit]", "summary", "[data-action=delete]"):
         await expect(row.locator(control)).to_have_attribute("tabindex", "-1")  # the grid is one Tab stop
     await row.locator("summary").click()
     await row.locator("[data-action=resend-invitation]").click()
-    await expect(page.locator("#toasts")).to_contain_text(f"Invited {name} again")
+    await read_toast(page, f"Invited {name} again")
     await row.locator("summary").click()
     await row.locator("[data-action=delete]").click()
     dialog = page.locator("#delete-dialog")
