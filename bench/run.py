@@ -7,6 +7,9 @@
     .venv/bin/python bench/run.py --runs 3                # the median of three whole runs
     .venv/bin/python bench/run.py --peers --runs 3        # the whole /users page against SQLAdmin and
                                                           # a Flask-Security-Too app (bench/peers/)
+    .venv/bin/python bench/run.py --scale                 # every view at 1,000,000 users and 5,000,000
+                                                          # audit events, both databases (bench/scale.py;
+                                                          # its options follow: --scale --help)
 
 It creates the database with `run.py demo-data` and an admin with `run.py create-admin`,
 starts `run.py serve` with GATEHOUSE_BENCH=1 (which adds the ceiling endpoint), logs in,
@@ -20,6 +23,7 @@ import argparse
 import asyncio
 import copy
 import gzip
+import importlib.util
 import json
 import os
 import platform
@@ -594,6 +598,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--scale"]:  # every view at a million users, with one client (bench/scale.py)
+        spec = importlib.util.spec_from_file_location("bench_scale", BENCH / "scale.py")
+        scale = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(scale)
+        return scale.main(argv[1:])
     args = parse_args(argv)
     if shutil.which("wrk") is None:
         log("wrk is not installed: apt-get install -y wrk")

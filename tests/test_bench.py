@@ -6,6 +6,7 @@ machine. Needs wrk (Debian package); skips without it unless REQUIRE_BROWSER=1 (
 import copy
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, skip_or_fail
+from conftest import ROOT, postgres_reachable, skip_or_fail
 
 SCENARIOS = {"ceiling", "table_page1", "table_deep", "search", "storm_table_deep", "save"}
 
@@ -174,3 +175,22 @@ def test_peer_ratios_are_gatehouses_requests_over_each_peers_and_their_median_is
     assert median["scenarios"]["gatehouse"]["rps"] == 200 and median["scenarios"]["sqladmin"]["rps"] == 20
     assert all(check["value"] >= check["target"] for check in median["checks"].values())
     assert "sqladmin 10.0x >= 10.0x ok" in bench.peers_table(median)
+
+
+@pytest.mark.parametrize("database, leave_out", [("SQLite", "--no-postgres"), ("PostgreSQL", "--no-sqlite")])
+def test_the_scale_run_reads_every_kind_of_view(database, leave_out):
+    """bench/run.py --scale (bench/scale.py) at a tiny size: each view answered 200 (else it
+    exits 1) and was timed."""
+    if database == "PostgreSQL" and not postgres_reachable():
+        skip_or_fail("PostgreSQL is not reachable on 127.0.0.1:5432", "REQUIRE_POSTGRES")
+    result = subprocess.run(
+        [sys.executable, "bench/run.py", "--scale", "--users", "300", "--events", "600", "--repeats", "1",
+         leave_out], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    written = re.search(r"written (\S+\.json)", result.stdout).group(1)
+    measured = json.loads((ROOT / written).read_text())["results"][database]
+    assert {view.split(":")[0] for view in measured["views"]} == {"users", "search", "audit", "dashboard"}
+    searches = " ".join(view for view in measured["views"] if view.startswith("search"))
+    for match in ("~1 row", "1%", "every row", "none"):
+        assert match in searches, match
+    assert all(m["p99"] >= m["p50"] > 0 for m in measured["views"].values())
