@@ -55,8 +55,10 @@ ADMIN = "benchadmin"
 # --peers: sorts after the demo users, so never among the first 50 that the pages compare (their
 # headers name the viewer, which listed_usernames leaves out).
 PEERS_ADMIN = "zz.benchadmin"
-TARGETS = {  # share of the ceiling's requests/s, or an absolute limit
-    "table_deep": 0.30, "search": 0.25, "save": 0.10,
+# Share of the ceiling's requests/s, or an absolute limit (issue 15's; the search's is for
+# 1,000,000 users: `--users 1000000`).
+TARGETS = {
+    "table_deep": 0.20, "search": 0.10, "save": 0.10,
     "storm_p99_ratio": 3.0, "rss_mb": 150, "first_load_kb": 60,
 }
 SEARCH = "ada"
