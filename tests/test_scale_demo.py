@@ -53,6 +53,8 @@ async def test_demo_events_continue_the_chain_and_verify(db, migrated_url, passw
 
 
 async def test_demo_data_command_adds_events_that_verify(db, database_url):
+    if not db.is_sqlite:
+        pytest.skip("the command's plumbing; PostgreSQL's chain is checked in process above")
     result = run_cli("demo-data", "--users", "20", "--audit-events", "300", database_url=database_url)
     assert result.returncode == 0, result.stderr
     assert "Added 300 audit events" in result.stderr
