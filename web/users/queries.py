@@ -6,9 +6,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import urlencode
 
+from sqlalchemy import Integer, String, and_, case, cast, false, func, literal, not_, or_, select, true, tuple_, union
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
-from sqlalchemy import Integer, String, and_, case, cast, false, func, literal, not_, or_, select, true, tuple_, union
 
 from ..accounts.factors import HAS_FACTOR
 from ..accounts.tokens import INVITE
