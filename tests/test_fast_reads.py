@@ -11,7 +11,6 @@ from datetime import datetime
 
 import pytest
 from sqlalchemy import column, func, literal, select, table, update
-from sqlalchemy.engine import make_url
 
 from helpers import open_session, page, signed_in
 from web.accounts import queries as accounts, sessions
