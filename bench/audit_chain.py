@@ -13,8 +13,6 @@ throwaway PostgreSQL database (on 127.0.0.1:5432, as the tests use). Results: do
 """
 import argparse
 import asyncio
-import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -30,7 +28,8 @@ from web.core import audit_trail as audit  # noqa: E402
 from web.core.db import Database, utcnow  # noqa: E402
 from web.core.tables import audit_chain, audit_events  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+import throwaway  # noqa: E402  (bench/, beside this script)
+
 ACTOR = audit.Actor(None, "")
 
 
@@ -88,18 +87,8 @@ async def bench(name: str, url: str, writes: int, writers: int, key: str) -> Non
 
 
 async def with_postgres(writes: int, writers: int, key: str) -> None:
-    import asyncpg
-    name = f"gatehouse_bench_chain_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = f"postgresql+asyncpg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
-            await bench("PostgreSQL", url, writes, writers, key)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with throwaway.postgres("gatehouse_bench_chain") as url:
+        await bench("PostgreSQL", url, writes, writers, key)
 
 
 def main() -> None:

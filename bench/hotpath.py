@@ -5,7 +5,7 @@
     .venv/bin/python bench/hotpath.py --users 100000 --queries 4000 --no-postgres
 
 Fills a fresh SQLite file and a throwaway PostgreSQL database (127.0.0.1:5432, as the tests
-use; --pg-name names it) with demo users and one session, then sends the three reads every
+use; dropped at the end) with demo users and one session, then sends the three reads every
 signed-in page of the users table makes (the session check, a deep page of 51 rows by keyset,
 a row by id; the statements web/accounts/sessions.py and web/users/queries.py build) from
 --tasks concurrent tasks, --queries times each way; then, on SQLite, the whole request for the
@@ -27,7 +27,6 @@ fast lane's budget counts). Results: docs/PERFORMANCE.md, "The hot path".
 """
 import argparse
 import asyncio
-import os
 import secrets
 import sqlite3
 import statistics
@@ -48,7 +47,8 @@ from web.core.demo import add_demo_users  # noqa: E402
 from web.core.tables import users  # noqa: E402
 from web.users import queries  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+import throwaway  # noqa: E402  (bench/, beside this script)
+
 
 
 class Recorder:
@@ -263,12 +263,8 @@ async def bench_sqlite(users_n: int, queries_n: int, tasks: int, rounds: int) ->
             await db.dispose()
 
 
-async def bench_postgres(users_n: int, queries_n: int, tasks: int, rounds: int, name: str) -> None:
-    import asyncpg
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f"CREATE DATABASE \"{name}\" LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0")
-        url = f"postgresql+asyncpg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+async def bench_postgres(users_n: int, queries_n: int, tasks: int, rounds: int) -> None:
+    async with throwaway.postgres("gatehouse_bench_hotpath", c_collation=True) as url:
         db, uncached = Database(url), Database(url + "?prepared_statement_cache_size=0")
         try:
             await db.create_schema()
@@ -287,9 +283,6 @@ async def bench_postgres(users_n: int, queries_n: int, tasks: int, rounds: int, 
         finally:
             await db.dispose()
             await uncached.dispose()
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def main() -> None:
@@ -298,15 +291,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2_000, help="per read and way")
     parser.add_argument("--tasks", type=int, default=8, help="concurrent tasks sending them")
     parser.add_argument("--rounds", type=int, default=5, help="the ways take turns this many times; medians")
-    parser.add_argument("--pg-name", default=f"gatehouse_bench_hotpath_{os.getpid()}_{secrets.token_hex(3)}",
-                        help="the throwaway PostgreSQL database (created and dropped)")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
     args = parser.parse_args()
     if not args.no_sqlite:
         asyncio.run(bench_sqlite(args.users, args.queries, args.tasks, args.rounds))
     if not args.no_postgres:
-        asyncio.run(bench_postgres(args.users, args.queries, args.tasks, args.rounds, args.pg_name))
+        asyncio.run(bench_postgres(args.users, args.queries, args.tasks, args.rounds))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ from web.core.db import Database  # noqa: E402
 from web.core.tables import audit_events, users  # noqa: E402
 from web.users.queries import COLUMNS  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+import throwaway  # noqa: E402  (bench/, beside this script)
+
 ADMIN = "scale.admin"
 TARGET_MS = 25
 TABLE = {"HX-Request": "true", "HX-Target": "users-table"}
@@ -185,19 +186,6 @@ async def measure(url: str, password: str, repeats: int, only: str = "") -> dict
     return results
 
 
-async def _pg_admin(statement: str) -> None:
-    import asyncpg
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(statement)
-    finally:
-        await admin.close()
-
-
-def pg_url(name: str) -> str:
-    return f"postgresql+asyncpg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
-
-
 def on(name: str, url: str, args, password: str) -> dict:
     outcome = {"url": url.split("@")[-1]}
     if not (args.reuse and asyncio.run(built(url))):
@@ -244,18 +232,14 @@ def main(argv=None) -> int:
             path = args.sqlite_path or str(Path(tmp) / "scale.sqlite3")
             results["SQLite"] = on("SQLite", f"sqlite+aiosqlite:///{path}", args, args.password)
         if not args.no_postgres:
-            name = None
-            url = args.postgres_url
+            name, url = None, args.postgres_url
             if not url:
-                name = f"gatehouse_scale_{os.getpid()}_{secrets.token_hex(3)}"
-                asyncio.run(_pg_admin(f'CREATE DATABASE "{name}" LC_COLLATE \'C.UTF-8\' LC_CTYPE \'C.UTF-8\' '
-                                      "TEMPLATE template0"))
-                url = pg_url(name)
+                name, url = asyncio.run(throwaway.create("gatehouse_scale", c_collation=True))
             try:
                 results["PostgreSQL"] = on("PostgreSQL", url, args, args.password)
             finally:
                 if name:
-                    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                    asyncio.run(throwaway.drop(name))
     print(f"\n{args.users:,} users, {args.events:,} audit events, {args.repeats} reads a view, one client "
           f"(ms; * p99 over {TARGET_MS} ms)\n")
     print(table(results))

@@ -15,8 +15,6 @@ just typed). Prints the rows found and the p50 and p99 in ms. Results: docs/PERF
 import argparse
 import asyncio
 import math
-import os
-import secrets
 import sys
 import tempfile
 import time
@@ -29,7 +27,8 @@ from web.core.db import Database  # noqa: E402
 from web.core.demo import add_demo_users  # noqa: E402
 from web.users import queries  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+import throwaway  # noqa: E402  (bench/, beside this script)
+
 # Demo users are first.lastN@domain, every domain an example one (web/core/demo.py).
 TERMS = (("~1 row", "USERNAME"), ("~1%", "a.kim"), ("all rows", "example"), ("none", "no-such-user"))
 
@@ -90,18 +89,8 @@ async def bench(name: str, url: str, users: int, repeats: int) -> None:
 
 
 async def with_postgres(users: int, repeats: int) -> None:
-    import asyncpg
-    name = f"gatehouse_bench_search_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = f"postgresql+asyncpg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
-            await bench("PostgreSQL", url, users, repeats)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with throwaway.postgres("gatehouse_bench_search") as url:
+        await bench("PostgreSQL", url, users, repeats)
 
 
 def main() -> None:
