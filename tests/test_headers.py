@@ -1,11 +1,14 @@
 """Headers every answer carries: powerful browser features denied (passkeys allowed for this
-site), and no page, fragment or error page of the app kept by any cache."""
+site), and no page, fragment or error page of the app kept by any cache. Static stylesheets
+and page scripts, which are no documents, go without the headers only documents read."""
 import pytest
 
 from helpers import htmx, post, send, signed_in
 
 pytestmark = pytest.mark.sqlite_only  # set on every answer, whatever the database
 
+DOCUMENT_ONLY = ("Content-Security-Policy", "Permissions-Policy", "X-Frame-Options", "Cross-Origin-Opener-Policy")
+EVERYWHERE = ("X-Content-Type-Options", "Referrer-Policy")
 DENIED = ("camera", "microphone", "geolocation", "payment", "usb", "serial", "hid", "midi",
           "display-capture", "accelerometer", "gyroscope", "magnetometer")
 
@@ -39,7 +42,7 @@ async def answers_of_every_kind(app, make_user) -> dict[str, object]:
 
 
 async def test_every_answer_denies_powerful_features_and_allows_passkeys_here(app, client, make_user):
-    answers = {"visitor's page": await client.get("/login"), "static file": await client.get("/static/app.css"),
+    answers = {"visitor's page": await client.get("/login"), "static SVG": await client.get("/static/favicon.svg"),
                **await answers_of_every_kind(app, make_user)}
     for kind, response in answers.items():
         features = policy(response)
@@ -70,3 +73,17 @@ async def test_a_visitors_pages_are_not_stored_either(client, path):
 async def test_static_files_stay_cacheable(client):
     response = await client.get("/static/app.css")
     assert "no-store" not in response.headers.get("Cache-Control", "")
+
+
+async def test_static_documents_keep_every_header_and_scripts_and_stylesheets_only_the_general_ones(client):
+    """An SVG opened directly is a document, and the live worker takes its CSP from its own
+    response; a stylesheet or a page's script ignores CSP, Permissions-Policy, X-Frame-Options
+    and COOP, but not nosniff, nor Referrer-Policy (a stylesheet's own fetches use it)."""
+    page = (await client.get("/login")).headers
+    for path in ("/static/favicon.svg", "/static/live-worker.js"):
+        headers = (await client.get(path)).headers
+        assert {n: headers.get(n) for n in DOCUMENT_ONLY + EVERYWHERE} == {n: page[n] for n in DOCUMENT_ONLY + EVERYWHERE}, path
+    for path in ("/static/app.css", "/static/app.js", "/static/htmx-2.0.11.min.js"):
+        headers = (await client.get(path)).headers
+        assert [n for n in DOCUMENT_ONLY if n in headers] == [], path
+        assert {n: headers.get(n) for n in EVERYWHERE} == {n: page[n] for n in EVERYWHERE}, path
