@@ -12,10 +12,13 @@ EVENT = (audit_events.c.chain_position, audit_events.c.occurred_at, audit_events
          audit_events.c.target_id, audit_events.c.target_name, audit_events.c.chain_hash)
 
 
+# Built once: every signed-in page reads it, and a statement object keeps its cache key.
+HEAD = select(audit_chain.c.position, audit_chain.c.checkpoint_position).where(audit_chain.c.id == 1)
+
+
 async def head(conn) -> tuple[int, int]:
     """(the chain head's position, the last position pruned away): (0, 0) before any event."""
-    row = (await conn.execute(select(audit_chain.c.position, audit_chain.c.checkpoint_position)
-                              .where(audit_chain.c.id == 1))).first()
+    row = (await conn.execute(HEAD)).first()
     return (row.position, row.checkpoint_position) if row else (0, 0)
 
 
