@@ -7,6 +7,7 @@ from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from cachetools import LRUCache
 from sqlalchemy import insert, select, update
 
 from helpers import rows
@@ -100,6 +101,29 @@ async def test_every_plan_lists_the_rows_the_rule_says_in_order(db, people, monk
         seen, before_last, back = await walked(db, view)
         assert seen == want[:3 * SIZE], (args, sort, direction)
         assert back == before_last, (args, sort, direction)
+
+
+async def test_a_page_statement_is_built_once_for_its_shape_and_takes_cursor_and_time_when_run(
+        db, people, monkeypatch):
+    everyone, locked, with_factor = people
+    monkeypatch.setattr(queries, "_pages", LRUCache(maxsize=256))
+    built, build = [], queries._page_query
+    monkeypatch.setattr(queries, "_page_query", lambda *shape: built.append(shape) or build(*shape))
+
+    seen, _, _ = await walked(db, queries.TableState(size=SIZE))
+    assert seen == expected(everyone, {}, "username", "asc", locked, with_factor)[:3 * SIZE]
+    assert len(built) == 3, "one statement each: the first page, the pages after a cursor, the page before one"
+
+    view = queries.TableState(active="locked", size=SIZE)
+    async with db.read() as conn:
+        assert {r.id for r in (await queries.load_page(conn, view)).rows} == locked - {u.id for u in everyone if u.deleted_at}
+        first = await queries.load_page(conn, queries.TableState(size=100))
+        assert {r.id for r in first.rows if r.locked_until} == {r.id for r in first.rows} & locked
+        statements = len(built)
+        monkeypatch.setattr(queries, "utcnow", lambda: utcnow() + timedelta(minutes=10))  # the locks have ended
+        assert (await queries.load_page(conn, view)).rows == []
+        assert not any(r.locked_until for r in (await queries.load_page(conn, queries.TableState(size=100))).rows)
+    assert len(built) == statements, "the kept statements ran again, reading the clock then"
 
 
 async def test_sqlite_walks_only_past_the_gathering_limit(db, people):

@@ -6,7 +6,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import urlencode
 
-from sqlalchemy import Integer, String, and_, case, cast, false, func, literal, not_, or_, select, true, tuple_, union
+from cachetools import LRUCache
+from sqlalchemy import (
+    DateTime, Integer, String, and_, bindparam, case, cast, false, func, literal, not_, or_, select, true, tuple_,
+    union,
+)
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
@@ -181,6 +185,11 @@ def _per_row(column):
     return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
 
 
+# The time a statement compares with, taken when it runs (not when it is built): the page's
+# statements are kept and run again (load_page).
+NOW = bindparam("now", type_=DateTime, callable_=lambda: utcnow())
+
+
 def _keyset(key, unique: bool, cursor, greater: bool):
     """Rows whose (key, id) comes after the cursor's in ascending (`greater`) or descending order."""
     value, row_id = cursor
@@ -200,7 +209,7 @@ def locked_accounts():
     """The ids of the accounts locked now, read from the throttle's few rows: testing each
     user's key visits every user to find them."""
     return select(cast(func.substr(login_throttle.c.key, len(ACCOUNT_PREFIX) + 1), Integer)).where(
-        login_throttle.c.key.startswith(ACCOUNT_PREFIX), login_throttle.c.locked_until > utcnow())
+        login_throttle.c.key.startswith(ACCOUNT_PREFIX), login_throttle.c.locked_until > NOW)
 
 
 def with_factor():
@@ -211,7 +220,7 @@ def with_factor():
 
 def locked_until():
     return (select(login_throttle.c.locked_until)
-            .where(login_throttle.c.key == ACCOUNT_KEY, login_throttle.c.locked_until > utcnow())
+            .where(login_throttle.c.key == ACCOUNT_KEY, login_throttle.c.locked_until > NOW)
             .scalar_subquery().label("locked_until"))
 
 
@@ -221,7 +230,7 @@ def invitation_valid():
     the tokens' (user_id, purpose) index."""
     return select(account_tokens.c.id).where(
         account_tokens.c.user_id == users.c.id, account_tokens.c.purpose == INVITE,
-        account_tokens.c.expires_at > utcnow(),
+        account_tokens.c.expires_at > NOW,
         func.lower(account_tokens.c.email) == func.lower(users.c.email)).exists()
 
 
@@ -296,25 +305,45 @@ def plan(view: TableState, dialect: str, total: int) -> str:
     return "gather" if view.filtered and total <= WALK_FROM else "walk"
 
 
-async def load_page(conn, view: TableState) -> keyset.Page:
+# A page's statement, kept for its view's shape (filters, sort, direction, plan, size) with the
+# cursor as parameters: building one and working out its cache key cost more than running it
+# (0.4 ms a request, bench/stages.py); a kept statement's cache key is worked out once.
+_pages = LRUCache(maxsize=256)
+
+
+def page_statement(view: TableState, dialect: str, how: str, forward: bool, from_cursor: bool):
+    shape = (dialect, view.q, view.role, view.active, view.factor, view.sort, view.size, how, forward,
+             from_cursor)
+    if (query := _pages.get(shape)) is None:
+        query = _pages[shape] = _page_query(view, dialect, how, forward, from_cursor)
+    return query
+
+
+def _page_query(view: TableState, dialect: str, how: str, forward: bool, from_cursor: bool):
     sort = SORTS[view.sort]
-    dialect = conn.dialect.name
-    total = await count_matching(conn, view)
-    how = plan(view, dialect, total)
     walk, key = how == "walk", _per_row(sort.key) if how == "gather" else sort.key
-    backwards = bool(view.before)
-    cursor = decode_cursor(sort, view.before or view.after) if (view.before or view.after) else None
-    # Rows are read in the direction of travel: backwards from a `before` cursor.
-    forward = (view.dir == "asc") != backwards
     conditions = filters(view, dialect, walk)
-    if cursor:
+    if from_cursor:
+        cursor = (bindparam("cursor_key", type_=key.type), bindparam("cursor_id", type_=Integer))
         conditions.append(_keyset(key, sort.unique, cursor, forward))
     order = [key.asc() if forward else key.desc()]
     if not sort.unique:
         order.append(users.c.id.asc() if forward else users.c.id.desc())
-    query = (select(*LIST_COLUMNS, locked_until(), invitation(), has_factor()).select_from(source(view, dialect, walk))
-             .where(*conditions).order_by(*order).limit(view.size + 1))
-    page = keyset.page_of((await conn.execute(query)).all(), view.size, view, backwards,
+    return (select(*LIST_COLUMNS, locked_until(), invitation(), has_factor()).select_from(source(view, dialect, walk))
+            .where(*conditions).order_by(*order).limit(view.size + 1))
+
+
+async def load_page(conn, view: TableState) -> keyset.Page:
+    sort = SORTS[view.sort]
+    dialect = conn.dialect.name
+    total = await count_matching(conn, view)
+    backwards = bool(view.before)
+    cursor = decode_cursor(sort, view.before or view.after) if (view.before or view.after) else None
+    # Rows are read in the direction of travel: backwards from a `before` cursor.
+    forward = (view.dir == "asc") != backwards
+    query = page_statement(view, dialect, plan(view, dialect, total), forward, cursor is not None)
+    parameters = {"cursor_key": cursor[0], "cursor_id": cursor[1]} if cursor else {}
+    page = keyset.page_of((await conn.execute(query, parameters)).all(), view.size, view, backwards,
                           cursor is not None, lambda row: encode_cursor(sort, row))
     page.total, page.at_least = min(total, COUNT_LIMIT), total > COUNT_LIMIT
     return page
