@@ -115,6 +115,6 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", function () { reveal(); });
+  reveal();  // app.js adds this script once the page holds a passkey form (data-script)
   document.addEventListener("htmx:load", function (event) { reveal(event.detail.elt.parentNode || document); });
 })();

@@ -5,14 +5,21 @@
 
   function reauthDialog(el) { return el && el.closest ? el.closest("dialog[data-reauth]") : null; }
 
-  document.addEventListener("htmx:load", function (event) {
-    var dialog = event.detail.elt;
-    if (!dialog.matches || !dialog.matches("dialog[data-reauth]")) return;
+  function show(dialog) {
     document.querySelectorAll("dialog[data-reauth]").forEach(function (other) {
       if (other !== dialog) other.remove();
     });
     dialog.showModal();  // focuses the field (autofocus)
+  }
+
+  document.addEventListener("htmx:load", function (event) {
+    var dialog = event.detail.elt;
+    if (dialog.matches && dialog.matches("dialog[data-reauth]")) show(dialog);
   });
+
+  // app.js adds this script when the first dialog arrives (data-script): that one is waiting.
+  var waiting = document.querySelectorAll("dialog[data-reauth]:not([open])");
+  if (waiting.length) show(waiting[waiting.length - 1]);
 
   document.addEventListener("click", function (event) {
     var dialog = reauthDialog(event.target);

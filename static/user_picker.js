@@ -1,6 +1,7 @@
 // Username fields that suggest users as they are typed: an <input data-user-picker="URL"
-// list="…"> fills its <datalist> from URL?q=… (the users table's search, JSON, as the command
-// palette uses it). The server reads the field as a username; without JavaScript it is just that.
+// list="…" data-script="user_picker"> fills its <datalist> from URL?q=… (the users table's
+// search, JSON, as the command palette uses it; app.js adds this script for the first such
+// field). The server reads the field as a username; without JavaScript it is just that.
 (function () {
   "use strict";
 

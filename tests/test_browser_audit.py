@@ -1,5 +1,5 @@
 """The audit log in Chromium: filtering and paging by keyboard, a user's history from the users
-table, local times, and accessibility."""
+table, local times, accessibility, and the target field's suggestions."""
 import re
 from datetime import datetime, timedelta
 
@@ -192,3 +192,18 @@ async def test_the_audit_log_has_no_serious_accessibility_violations(live_server
         assert await axe_violations(page) == []
     finally:
         await context.close()
+
+
+async def test_the_target_field_suggests_users_on_the_audit_page_reached_from_the_users_table(live_server, page, admin,
+                                                                                              history):
+    """user_picker.js is in no page's <head>: app.js adds it when a page brought by hx-boost
+    (whose scripts htmx does not run) holds a field that names it."""
+    await log_in(page, live_server, ADMIN, "/users")
+    await page.watch.mark()
+    await page.get_by_role("link", name="Audit log").click()
+    await expect(page).to_have_url(f"{live_server}/audit")
+    await page.get_by_label("Target user").press_sequentially("other")
+    await expect(page.locator('#audit-target-names option[value="other.person"]')).to_have_count(1)
+    assert await page.locator("script[src$='/user_picker.js']").count() == 1
+    assert await page.watch.still_marked(), "a full page load happened"
+    assert page.watch.console_errors == []
