@@ -171,24 +171,22 @@
   });
   document.addEventListener("htmx:afterSettle", showCopyButtons);
 
-  // Scripts that only some pages or answers need are not in every page's <head>: an element
-  // that needs one names it (data-script="passkeys" for static/passkeys.js), and the script is
-  // added once, on the first page or with the first answer that holds such an element. htmx
-  // runs no <script> in what it swaps in (allowScriptTags false); one made here is 'self' to
-  // the CSP. Without JavaScript each of those elements works, or stays hidden, on its own.
+  // Scripts only some pages need (data-script="passkeys": static/passkeys.js) come once the
+  // first element naming one is in the page, on load or swapped in by htmx, which runs no
+  // <script> itself (allowScriptTags false). script-src 'self' allows these.
   var STATIC = document.currentScript.src.replace(/[^/]*$/, "");
   var added = {};
+  function addScript(el) {
+    var name = el.getAttribute("data-script");
+    if (added[name]) return;
+    added[name] = true;
+    var script = document.createElement("script");
+    script.src = STATIC + name + ".js";
+    document.head.appendChild(script);
+  }
   function addNeededScripts(root) {
-    var needs = Array.prototype.slice.call(root.querySelectorAll("[data-script]"));
-    if (root.matches && root.matches("[data-script]")) needs.push(root);
-    needs.forEach(function (el) {
-      var name = el.getAttribute("data-script");
-      if (added[name]) return;
-      added[name] = true;
-      var script = document.createElement("script");
-      script.src = STATIC + name + ".js";
-      document.head.appendChild(script);
-    });
+    if (root.matches && root.matches("[data-script]")) addScript(root);
+    root.querySelectorAll("[data-script]").forEach(addScript);
   }
   addNeededScripts(document);
   document.addEventListener("htmx:load", function (event) { addNeededScripts(event.detail.elt); });

@@ -70,9 +70,11 @@ async def test_a_visitors_pages_are_not_stored_either(client, path):
     assert response.headers.get("Cache-Control") == "no-store"
 
 
-async def test_static_files_stay_cacheable(client):
+async def test_static_files_stay_cacheable_by_max_age_alone(client):
+    """Without Expires, which max-age overrides (RFC 9111, 5.3)."""
     response = await client.get("/static/app.css")
-    assert "no-store" not in response.headers.get("Cache-Control", "")
+    assert response.headers.get("Cache-Control") == "public, max-age=3600"
+    assert "Expires" not in response.headers
 
 
 async def test_static_documents_keep_every_header_and_scripts_and_stylesheets_only_the_general_ones(client):

@@ -119,6 +119,8 @@ async def add_headers(response):
         # Whoever asks, signed in or not (a visitor's form carries a CSRF token tied to
         # their cookie; a failed session check leaves no g.user): only static files are kept.
         headers["Cache-Control"] = "no-store"
+    else:
+        del headers["Expires"]  # Cache-Control's max-age overrides it (RFC 9111, 5.3)
     if current_app.config["GATEHOUSE"].production:
         headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
     return response
