@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import visitors
 
 from web.accounts import queries as user_queries
-from web.core.db import utcnow
+from web.core.db import POOL_CACHE_KB, utcnow
 from web.core.schema import in_metadata, made_on, render_schema_sql
 from web.core.tables import EXTENSIONS, SQL_AFTER_TABLES, metadata, sessions, users
 
@@ -249,3 +249,10 @@ async def test_sqlite_connections_use_wal_foreign_keys_busy_timeout_and_full_syn
         assert await pragma("foreign_keys") == 1
         assert await pragma("busy_timeout") == 5000
         assert await pragma("synchronous") == 2  # FULL
+
+
+async def test_pooled_sqlite_connections_keep_a_small_page_cache(db):
+    if not db.is_sqlite:
+        pytest.skip("SQLite PRAGMAs do not apply to PostgreSQL")
+    async with db.read() as conn:
+        assert (await conn.exec_driver_sql("PRAGMA cache_size")).scalar() == -POOL_CACHE_KB  # KiB

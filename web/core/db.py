@@ -49,6 +49,11 @@ def utcnow() -> datetime:
 
 BUSY_TIMEOUT_MS = 5000
 MIGRATION_WAIT_MS = 300_000
+# Each pooled connection's page cache (SQLite's default: 2 MB). The pool reads what the fast
+# lane refuses (a search, a count) and writes: a search warms every connection's cache, 10 MB of
+# a worker's RSS for five, under the peak a hash adds 64 MiB to. 512 KB cost no measurable CPU
+# on a search or count at 100,000 users: the file's pages stay in the system's cache.
+POOL_CACHE_KB = 512
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
@@ -64,6 +69,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.execute("PRAGMA foreign_keys=ON")
     # Wait up to 5 s for another writer instead of failing with 'database is locked'.
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA cache_size=-{POOL_CACHE_KB}")  # negative: in KiB
     cursor.close()
 
 
