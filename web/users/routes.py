@@ -200,7 +200,29 @@ async def save(user_id: int):
     await toast(describe_change(edit.values["username"], edit.changes))
     if not is_htmx():
         return go(view.url())
-    return await with_summary(form.get("back", ""), "user", u=await table_row_or_404(user_id))
+    back, row = form.get("back", ""), await table_row_or_404(user_id)
+    shown = table_on_page(back)
+    if shown is not None and not counted_by(shown, edit.changes):
+        # The row stays in or out of the view as it was: the count on the page still holds,
+        # and counting again (a pass over up to COUNT_LIMIT index entries) was most of a save.
+        return await row_fragment("user", view=shown, u=row)
+    return await with_summary(back, "user", u=row)
+
+
+# The fields each of the users table's filters tests (queries.filters); an edit of none of
+# them moves no user into or out of the view. "expired" compares the invitation's address
+# with the account's; locked-out and second-factor filters test no editable field.
+FILTERED_FIELDS = {"q": {"username", "email"}, "role": {"role"}}
+STATUS_FIELDS = {"1": {"active"}, "0": {"active"}, "expired": {"email"}}
+
+
+def counted_by(view: TableState, changes: dict) -> bool:
+    """Whether `changes` to one user may change how many users `view` matches."""
+    tested = set(STATUS_FIELDS.get(view.active, ()))
+    for name, fields in FILTERED_FIELDS.items():
+        if getattr(view, name):
+            tested |= fields
+    return bool(tested & changes.keys())
 
 
 async def conflict(user_id: int, mine: dict, view: TableState):
