@@ -11,6 +11,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.event import listen
 
 from conftest import ROOT, SECRET, csrf_from, hypercorn
 from helpers import event_row, execute, insert_events, rows, run_cli, scalar, signed_in, text
@@ -76,6 +77,24 @@ async def test_every_recorded_event_is_sealed_in_order_and_the_chain_verifies(ch
     assert top.scheme == audit.scheme(chain_db.audit_key)
     verdict = await audit.verify(chain_db)
     assert verdict.intact and verdict.checked == EVENTS and verdict.head_hash == top.chain_hash
+
+
+async def test_a_seal_on_sqlite_reads_the_head_in_the_events_insert(chain_db, database_url):
+    """SQLite's write transaction holds the only write lock from its BEGIN: the head the first
+    INSERT returns is the one the seal would read, and the seal only writes (PostgreSQL locks
+    the head row at the end and notifies the listeners)."""
+    await write_events(chain_db, 1)  # the head row exists
+    statements = []
+    listen(chain_db.engine.sync_engine, "before_cursor_execute",
+           lambda _c, _cur, statement, *_: statements.append(statement))
+    async with chain_db.write() as conn:
+        for n in range(2):
+            await audit.record(conn, "update", "user", 2000 + n, actor=audit.Actor(7, "alice"))
+    sealing = statements[2:]  # after the two INSERTs
+    assert len(sealing) == (2 if database_url.startswith("sqlite") else 4), sealing
+    events = await chain(chain_db)
+    assert [e.target_id for e in events[-2:]] == [2000, 2001] and events[-1].chain_position == 3
+    assert (await head(chain_db)).position == 3 and (await audit.verify(chain_db)).intact
 
 
 async def test_audit_verify_prints_the_head_and_exits_0(db, database_url):
