@@ -204,7 +204,7 @@ class Broker:
     async def deliver(self) -> None:
         """Hands every event committed since the last round to the streams that may see it."""
         while True:
-            async with self.db.read() as conn:
+            async with self.db.quick() as conn:  # after every commit: reads by key, in the fast lane
                 head, pruned = await queries.head(conn)
                 if self.position is None:
                     self.position, self.mark = head, await queries.mark(conn, head)

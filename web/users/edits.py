@@ -33,7 +33,7 @@ async def checked_values(current, wanted: dict) -> tuple[dict, dict]:
     errors = {}
     if values["role"] not in ROLES:
         errors["role"] = "Choose one of the roles."
-    async with current_app.db.read() as conn:
+    async with current_app.db.quick() as conn:  # two lookups by index: the fast lane
         errors.update(await account_problems(conn, values["username"], values["email"], None, current))
     if "email" not in errors and values["email"] != current.email:
         values["email"] = normalise_email(values["email"])[0]
@@ -102,7 +102,7 @@ async def edit_user(current, version: int, wanted: dict, reverts: int | None = N
                 if saved:
                     await end_sessions_if_revoked(conn, current.id, changes)
                     await audit.record(conn, "update", "user", current.id, actor=g.user, ip=client_ip(),
-                                       changes={**changes, **reverting(reverts)})
+                                       changes={**changes, **reverting(reverts)}, target_name=saved.username)
                     if saved.invited_at is not None and saved.active and "email" in changes:
                         await invitation.send(conn, saved, g.user.username)
                         await audit.record(conn, "invite_resent", "user", current.id, actor=g.user,
