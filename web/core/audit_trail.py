@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import String, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .background import Wakeup
@@ -94,14 +94,18 @@ def chained(events, position: int, previous: str, key: str) -> tuple[list[dict],
     return links, position, previous
 
 
-def _target_name(target_type: str, target_id: int | None, actor_id: int | None, actor_name: str):
-    """The target user's username as of this transaction: the actor's own when they act on
-    themselves (a login, a profile change), else read in the INSERT itself."""
+def _target_name(target_type: str, target_id: int | None, actor_id: int | None, actor_name: str,
+                 given: str | None) -> tuple[int | None, str]:
+    """(the user whose username, as of this transaction, the INSERT reads as the target's name;
+    the name when it reads none): the name given, or the actor's own when they act on themselves
+    (a login, a profile change), else the target user's."""
+    if given is not None:
+        return None, given
     if target_type != "user" or target_id is None:
-        return ""
+        return None, ""
     if target_id == actor_id and actor_name:
-        return actor_name
-    return func.coalesce(select(users.c.username).where(users.c.id == target_id).scalar_subquery(), "")
+        return None, actor_name
+    return target_id, ""
 
 
 class Recorded(NamedTuple):
@@ -117,6 +121,15 @@ class Recorded(NamedTuple):
 # less, in the transaction every other writer waits for.
 HEAD_NOW = (select(audit_chain.c.position).where(HEAD).scalar_subquery().label("head_position"),
             select(audit_chain.c.chain_hash).where(HEAD).scalar_subquery().label("head_hash"))
+# The INSERT and the head's move, built once: building them and working out their cache keys
+# for each event cost more than running them, while every other writer waits. The target's
+# name is the user :name_of's as the INSERT reads it, else the one given.
+INSERT_EVENT = insert(audit_events).values(target_name=func.coalesce(
+    select(users.c.username).where(users.c.id == bindparam("name_of")).scalar_subquery(), bindparam("given_name", type_=String),
+)).returning(audit_events.c.id, audit_events.c.target_name, *HEAD_NOW)
+MOVE_HEAD = update(audit_chain).where(HEAD).values(
+    scheme=bindparam("to_scheme"), position=bindparam("to_position"), chain_hash=bindparam("to_hash"),
+    sealed_at=bindparam("at"))
 
 
 async def record(conn, action: str, target_type: str, target_id: int | None = None, *,
@@ -133,12 +146,10 @@ async def record(conn, action: str, target_type: str, target_id: int | None = No
         changes=changes,
         ip=ip or "",
     )
-    if target_name is None:
-        target_name = _target_name(target_type, target_id, values["actor_id"], values["actor_name"])
-    sqlite = conn.dialect.name == "sqlite"
-    row = (await conn.execute(insert(audit_events).values(**values, target_name=target_name)
-                              .returning(audit_events.c.id, audit_events.c.target_name, *(HEAD_NOW if sqlite else ())))).one()
+    name_of, name = _target_name(target_type, target_id, values["actor_id"], values["actor_name"], target_name)
+    row = (await conn.execute(INSERT_EVENT, {**values, "name_of": name_of, "given_name": name})).one()
     event = Event(id=row.id, target_name=row.target_name, **values)
+    sqlite = conn.dialect.name == "sqlite"
     before_commit(conn, seal).append(Recorded(event, (row.head_position, row.head_hash) if sqlite else None))
 
 
@@ -154,8 +165,8 @@ async def seal(db, conn, recorded: list[Recorded]) -> None:
         seen = head.position, head.chain_hash
     links, position, chain_hash = chained([r.event for r in recorded], *seen, db.audit_key)
     await conn.execute(SET_LINK, links)
-    await conn.execute(update(audit_chain).where(HEAD).values(
-        scheme=scheme(db.audit_key), position=position, chain_hash=chain_hash, sealed_at=utcnow()))
+    await conn.execute(MOVE_HEAD, {"to_scheme": scheme(db.audit_key), "to_position": position, "to_hash": chain_hash,
+                                   "at": utcnow()})
     if not db.is_sqlite:  # delivered at the commit, and only then
         await conn.execute(select(func.pg_notify(SEALED_CHANNEL, str(position))))
     SEALED.after(conn)
