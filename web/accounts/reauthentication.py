@@ -235,7 +235,7 @@ async def required(when: bool = True) -> None:
     if SIGNED in form:
         await prove(await resumed(form), form)
         return
-    async with current_app.db.read() as conn:
+    async with current_app.db.quick() as conn:  # one row by its key
         if await recent(conn):
             return
     raise Reauthenticate(await this_request())
