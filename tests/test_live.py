@@ -17,6 +17,7 @@ import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from sqlalchemy import delete, select, update
+from sqlalchemy.event import listen
 
 from conftest import make_config
 from helpers import cookie_value, open_session, send, signed_in_as
@@ -235,6 +236,29 @@ async def test_an_event_committed_after_a_later_one_is_still_delivered_once_in_c
         assert (await events.next_of("change"))["position"] == marker  # and nothing twice
     await http.aclose()
 
+
+
+async def test_a_round_after_commits_reads_the_database_once(app):
+    """The broker runs a round after every commit: in the usual case one read gives the event it
+    handed out last (still the same chain) and those after it."""
+    async def commit_events(count: int) -> None:
+        for n in range(count):
+            async with app.db.write() as conn:
+                await audit.record(conn, "update", "user", 3000 + n, actor=audit.Actor(7, "alice"))
+
+    broker = app.live
+    await commit_events(1)
+    await broker.deliver()  # starts at the head
+    await commit_events(2)
+    statements = []
+
+    def remember(_conn, _cursor, statement, *_):
+        statements.append(statement)
+    for engine in app.db.sync_engines:
+        listen(engine, "before_cursor_execute", remember)
+    await broker.deliver()
+    assert len(statements) == 1, statements
+    assert broker.position == 3
 
 async def test_another_chain_under_the_server_is_followed(served, make_user):
     """A database replaced under the server (restored from a backup, or emptied between tests):

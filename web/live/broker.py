@@ -205,21 +205,17 @@ class Broker:
         """Hands every event committed since the last round to the streams that may see it."""
         while True:
             async with self.db.quick() as conn:  # after every commit: reads by key, in the fast lane
-                head, pruned = await queries.head(conn)
                 if self.position is None:
+                    head, _ = await queries.head(conn)
                     self.position, self.mark = head, await queries.mark(conn, head)
                     return
-                if head < self.position or await queries.mark(conn, self.position) != self.mark:
-                    # Another chain: a database restored (or emptied, between tests), shorter
-                    # than this one was or grown as long. Its newest events go out again;
-                    # streams and browsers drop those they have, and a stream that had passed on
-                    # more than this chain holds is told to reload.
-                    self.position = max(pruned, head - BACKLOG)
-                    self.mark = await queries.mark(conn, self.position)
-                    for stream in list(self.streams):
-                        if stream.last > head:
-                            self.publish(stream, Rewind(head))
-                events = await queries.events_after(conn, self.position, BATCH)
+                # A round in one read: the event last handed out, its hash still the mark (the
+                # same chain), and those after it. Anything else is looked into (`checked`).
+                events = await queries.events_after(conn, self.position - 1, BATCH + 1)
+                if events[:1] and (events[0].chain_position, events[0].chain_hash) == (self.position, self.mark):
+                    events = events[1:]
+                else:
+                    events = await self.checked(conn)
             if not events:
                 return
             await self.check_holders()
@@ -231,6 +227,22 @@ class Broker:
             self.position, self.mark = events[-1].chain_position, events[-1].chain_hash
             if len(events) < BATCH:
                 return
+
+    async def checked(self, conn) -> list:
+        """The events after the last one handed out, once its place has been checked: the chain
+        may have started, been pruned up to it, or been replaced."""
+        head, pruned = await queries.head(conn)
+        if head < self.position or await queries.mark(conn, self.position) != self.mark:
+            # Another chain: a database restored (or emptied, between tests), shorter than this
+            # one was or grown as long. Its newest events go out again; streams and browsers
+            # drop those they have, and a stream that had passed on more than this chain holds
+            # is told to reload.
+            self.position = max(pruned, head - BACKLOG)
+            self.mark = await queries.mark(conn, self.position)
+            for stream in list(self.streams):
+                if stream.last > head:
+                    self.publish(stream, Rewind(head))
+        return await queries.events_after(conn, self.position, BATCH)
 
     async def beat(self) -> None:
         await self.check_holders()
