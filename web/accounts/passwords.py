@@ -211,11 +211,11 @@ class RankedWords:
     __slots__ = ("_text", "_ends", "_hashes", "_ranks")
 
     def __init__(self, ranked: dict[str, int]):
-        words = sorted(ranked, key=hash)
-        self._text = "".join(words)
-        self._ends = array("I", accumulate(map(len, words)))
-        self._hashes = array("q", map(hash, words))
-        self._ranks = array("I", map(ranked.__getitem__, words))
+        entries = sorted(ranked.items(), key=lambda entry: hash(entry[0]))
+        self._text = "".join(word for word, _ in entries)
+        self._ends = array("I", accumulate(len(word) for word, _ in entries))
+        self._hashes = array("q", (hash(word) for word, _ in entries))
+        self._ranks = array("I", (rank for _, rank in entries))
 
     def _rank(self, word: str) -> int:
         key = hash(word)
