@@ -1,14 +1,11 @@
 """The password policy as a table: what is refused and why, what random passwords pass;
 NFKC normalisation in hashing and verifying. Pure unit tests: no database, no app."""
 import random
-import runpy
 import string
-import sys
 import unicodedata
-from functools import cache
 
 import pytest
-from zxcvbn import frequency_lists, matching
+from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from web.accounts import passwords
 
@@ -59,16 +56,10 @@ def test_a_guessable_password_is_refused_with_its_reason(password, reason):
     assert message is not None and reason in message, message
 
 
-@cache
-def zxcvbn_lists() -> dict[str, list[str]]:
-    """zxcvbn's word lists, read again: the app keeps them only in compact form."""
-    return runpy.run_path(frequency_lists.__file__)["FREQUENCY_LISTS"]
-
-
 def diceware_words() -> list[str]:
     """7,776 words as in diceware, taken from the estimator's own English list (ranks from
     500 on, 4 to 8 letters): words it knows well, the hardest case for a passphrase."""
-    words = zxcvbn_lists()["english_wikipedia"][500:]
+    words = FREQUENCY_LISTS["english_wikipedia"][500:]
     return [word for word in words if word.isalpha() and 4 <= len(word) <= 8][:7776]
 
 
@@ -102,28 +93,6 @@ def test_a_mash_of_l33t_symbols_is_estimated_in_short_pieces():
     assert 1 <= len(pieces) <= passwords.MAX_PIECES
     assert all(len(piece) == passwords.PIECE_MIN for piece in pieces)
     assert pieces[0] == mash[:passwords.PIECE_MIN]
-
-
-def test_the_estimator_finds_each_word_at_its_rank_in_compact_dictionaries():
-    for name, words in zxcvbn_lists().items():
-        compact = matching.RANKED_DICTIONARIES[name]
-        assert all(compact[word] == rank for rank, word in enumerate(words, 1)), name
-        assert not any(word + "\x00" in compact for word in words)
-        with pytest.raises(KeyError):
-            compact["not a word of " + name]
-
-
-def held_bytes(ranked) -> int:
-    if isinstance(ranked, dict):
-        return sys.getsizeof(ranked) + sum(sys.getsizeof(word) + sys.getsizeof(rank) for word, rank in ranked.items())
-    return sum(sys.getsizeof(getattr(ranked, field)) for field in ranked.__slots__)
-
-
-def test_the_estimators_words_take_little_memory():
-    """As zxcvbn keeps them, a dict per list and the lists too, about 11 MB of every worker."""
-    held = sum(held_bytes(ranked) for name, ranked in matching.RANKED_DICTIONARIES.items() if name != "user_inputs")
-    held += sum(sys.getsizeof(word) for words in frequency_lists.FREQUENCY_LISTS.values() for word in words)
-    assert held < 3 * 2**20
 
 
 def test_plain_text_is_estimated_in_one_piece():

@@ -16,19 +16,15 @@ import string
 import sys
 import threading
 import unicodedata
-from array import array
-from bisect import bisect_left
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
-from itertools import accumulate
 from pathlib import Path
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pwdlib.hashers.bcrypt import BcryptHasher
-from zxcvbn import matching, zxcvbn
+from zxcvbn import zxcvbn
 from zxcvbn.adjacency_graphs import ADJACENCY_GRAPHS
-from zxcvbn.frequency_lists import FREQUENCY_LISTS
 from zxcvbn.matching import L33T_TABLE
 
 MIN_LENGTH = 15
@@ -202,51 +198,6 @@ def _personal_problem(bare: str, username: str, email: str) -> str | None:
         if len(value) >= 3 and value in bare:
             return f"The password must not contain {label}."
     return None
-
-
-class RankedWords:
-    """One of zxcvbn's ranked dictionaries (word -> rank, 1 the most common) without a Python
-    object per word: the words in one string, their hashes in sorted order, and beside each
-    its word's end and rank. zxcvbn only asks `word in words` and `words[word]`."""
-    __slots__ = ("_text", "_ends", "_hashes", "_ranks")
-
-    def __init__(self, ranked: dict[str, int]):
-        entries = sorted(ranked.items(), key=lambda entry: hash(entry[0]))
-        self._text = "".join(word for word, _ in entries)
-        self._ends = array("I", accumulate(len(word) for word, _ in entries))
-        self._hashes = array("q", (hash(word) for word, _ in entries))
-        self._ranks = array("I", (rank for _, rank in entries))
-
-    def _rank(self, word: str) -> int:
-        key = hash(word)
-        at = bisect_left(self._hashes, key)
-        while at < len(self._hashes) and self._hashes[at] == key:
-            start = self._ends[at - 1] if at else 0
-            if self._text[start:self._ends[at]] == word:
-                return self._ranks[at]
-            at += 1
-        return 0
-
-    def __contains__(self, word: str) -> bool:
-        return self._rank(word) > 0
-
-    def __getitem__(self, word: str) -> int:
-        if rank := self._rank(word):
-            return rank
-        raise KeyError(word)
-
-
-def _compact_dictionaries() -> None:
-    """zxcvbn holds its 94,000 words as a dict per list, beside the lists they were read from:
-    11 MB of Python objects in every worker, under the 64 MiB a hash adds to its peak RSS. As
-    RankedWords they take 2 MB, and a check of a password takes about 2 ms more CPU (4 in all)."""
-    for name, ranked in list(matching.RANKED_DICTIONARIES.items()):
-        matching.RANKED_DICTIONARIES[name] = RankedWords(ranked)
-    for words in FREQUENCY_LISTS.values():
-        words.clear()
-
-
-_compact_dictionaries()
 
 
 # zxcvbn's time grows with the length squared, times the number of ways it reads the l33t
