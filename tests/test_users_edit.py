@@ -14,6 +14,7 @@ from helpers import (
 from web.core.db import utcnow
 from web.core.tables import audit_events, users
 from web.core.security import unmask
+from web.users import edits
 from web.users.edits import LAST_ADMIN
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -93,6 +94,28 @@ async def test_a_manager_may_not_edit_staff(app, db, make_user, target_role):
     await assert_refused(response, 403)
     assert await user_row(db, them["id"]) == before
 
+
+
+async def test_a_save_changes_the_row_only_at_the_version_it_was_authorised_on(app, db, make_user, monkeypatch):
+    # A Manager's save is authorised on the row read before the write; a promotion committed in
+    # between, at the very version the form names, must not let the save through.
+    _, client = await signed_in(app, make_user, "Manager")
+    them = await make_user("Customer")
+    before = await user_row(db, them["id"])
+    checked_values = edits.checked_values
+
+    async def promoted_meanwhile(current, wanted):
+        async with db.write() as conn:
+            await conn.execute(update(users).where(users.c.id == them["id"])
+                               .values(role="Manager", version=users.c.version + 1))
+        return await checked_values(current, wanted)
+    monkeypatch.setattr(edits, "checked_values", promoted_meanwhile)
+    form = edit_form(before, username="hijacked")
+    form["version"] = str(before.version + 1)
+    response = await send(client, f"/users/{them['id']}", form, target=f"user-{them['id']}")
+    assert response.status_code == 409, await text(response)
+    after = await user_row(db, them["id"])
+    assert (after.username, after.role) == (before.username, "Manager")
 
 async def test_a_managers_edit_row_has_no_role_select(app, make_user):
     _, client = await signed_in(app, make_user, "Manager")

@@ -89,7 +89,12 @@ async def edit_user(current, version: int, wanted: dict, reverts: int | None = N
     if not may_change(current.role, changes):
         abort(403, "Managers change Customers only, and never roles.")
     saved = current
-    if not errors and changes:
+    if not errors and changes and version != current.version:
+        # The form was drawn from another version of the row than the one just authorised: the
+        # UPDATE below changes the row only at `current`'s version, so the decision holds for
+        # the row it changes, even if a promotion commits in between.
+        saved = None
+    elif not errors and changes:
         async with current_app.db.write() as conn:
             if current.role == "Admin" and await would_remove_last_admin(
                     conn, current.id, values["role"] == "Admin" and values["active"]):
