@@ -194,3 +194,18 @@ def test_the_scale_run_reads_every_kind_of_view(database, leave_out):
     for match in ("~1 row", "1%", "every row", "none"):
         assert match in searches, match
     assert all(m["p99"] >= m["p50"] > 0 for m in measured["views"].values())
+
+
+def test_the_stages_run_times_each_stage_of_every_request():
+    """bench/stages.py at a tiny size: every stage's function was found and timed in each
+    request (a stage left unwrapped would read 0.00)."""
+    result = subprocess.run(
+        [sys.executable, "bench/stages.py", "--users", "300", "--requests", "3", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in result.stdout.splitlines()
+             if line.startswith("| ") and not line.startswith("| stage")}
+    header = next(line for line in result.stdout.splitlines() if line.startswith("| stage"))
+    assert len(header.split("|")[2:-1]) == 4, "the deep page, page 1, a search, the whole page"
+    for stage in ("session check", "live position", "count and page (queries)", "template", "gzip", "whole request"):
+        assert len(lines[stage]) == 4 and all(float(cell.split()[0]) > 0 for cell in lines[stage]), stage
