@@ -1,5 +1,7 @@
 """Queries about user accounts, shared by registration, login, the profile, the CLI and the
 admin table. Every write of the users table is here."""
+from functools import cache
+
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from ..core.db import utcnow
@@ -129,12 +131,24 @@ async def lock_active_admins(conn) -> list[int]:
     return list((await conn.execute(query)).scalars())
 
 
+@cache
+def _update_if_current(fields: tuple[str, ...]):
+    """The UPDATE of these fields, built once: it runs inside the write lock every other writer
+    waits for, where building it and its cache key cost more than running it."""
+    return (update(users)
+            .where(users.c.id == bindparam("row_id"), users.c.version == bindparam("row_version"),
+                   users.c.deleted_at.is_(None))
+            .values({**changed(**{field: bindparam(f"new_{field}") for field in fields}),
+                     "updated_at": bindparam("new_updated_at")})
+            .returning(*users.c))
+
+
 async def update_if_current(conn, user_id: int, version: int, values: dict):
     """Applies `values` only if the row is still at `version` and returns the row as saved;
     None when someone was first."""
-    result = await conn.execute(
-        update(users).where(users.c.id == user_id, users.c.version == version, users.c.deleted_at.is_(None))
-        .values(**changed(**values)).returning(*users.c))
+    parameters = {f"new_{field}": value for field, value in values.items()}
+    result = await conn.execute(_update_if_current(tuple(sorted(values))), {
+        **parameters, "row_id": user_id, "row_version": version, "new_updated_at": utcnow()})
     return result.first()
 
 
