@@ -56,6 +56,18 @@ async def signed_in_client(app):
     return client, cookie
 
 
+async def demo_sqlite(path: Path, users: int) -> str:
+    """The URL of a new SQLite file at `path` holding `users` demo users."""
+    url = f"sqlite+aiosqlite:///{path}"
+    db = Database(url)
+    try:
+        await db.create_schema()
+        await add_demo_users(db, users, "not a real hash")
+    finally:
+        await db.dispose()
+    return url
+
+
 async def sent(client, headers: dict) -> tuple[bytes, int]:
     """The first page's body, and how many bytes it took gzip'd as the server sends it."""
     plain = await client.get("/users", headers=headers)
@@ -112,13 +124,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="h_rows_") as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'rows.sqlite3'}"
-        db = Database(url)
-        try:
-            await db.create_schema()
-            await add_demo_users(db, args.users, "not a real hash")
-        finally:
-            await db.dispose()
+        url = await demo_sqlite(Path(tmp) / "rows.sqlite3", args.users)
         app = create_app(Config(database_url=url, secret_key=secrets.token_urlsafe(48)))
         try:
             print(f"{args.users:,} demo users, SQLite, the first page of 50 as an Admin sees it")

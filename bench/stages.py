@@ -34,12 +34,11 @@ from web.accounts import sessions  # noqa: E402
 from web.core import compress, render  # noqa: E402
 from web.core.config import Config  # noqa: E402
 from web.core.db import Database  # noqa: E402
-from web.core.demo import add_demo_users  # noqa: E402
 from web.core.tables import users  # noqa: E402
 from web.live import stream  # noqa: E402
 from web.users import queries  # noqa: E402
 
-from rows import signed_in_client  # noqa: E402  (bench/, beside this script)
+from rows import demo_sqlite, signed_in_client  # noqa: E402  (bench/, beside this script)
 
 STAGES = (
     ("session check", sessions.load_user),
@@ -118,11 +117,9 @@ async def main() -> None:
     parser.add_argument("--search", default="ada")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="h_stages_") as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'stages.sqlite3'}"
+        url = await demo_sqlite(Path(tmp) / "stages.sqlite3", args.users)
         db = Database(url)
         try:
-            await db.create_schema()
-            await add_demo_users(db, args.users, "not a real hash")
             by_username = queries.SORTS["username"]
             async with db.read() as conn:  # four fifths in, as bench/run.py's deep page
                 row = (await conn.execute(select(users).order_by(by_username.key).offset(args.users * 4 // 5)
